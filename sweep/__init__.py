@@ -1,0 +1,1 @@
+"""The machinery: oracle, data, pool, trial loop, results, command-line tools."""

@@ -1,0 +1,146 @@
+"""Loading CLIP models: an open_clip name with a pretrained tag, a local checkpoint, or the embedded tiny model.
+
+Weights from a file are always read with ``torch.load(..., weights_only=True)``
+so that a checkpoint cannot execute code. The model is kept in float32; the
+oracle runs it under autocast (float16) on CUDA only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sweep.errors import ModelError
+
+__all__ = ["EMBEDDED_MODEL", "EMBEDDED_WEIGHTS", "LoadedModel", "ModelSpec", "load_model", "pick_device"]
+
+#: The tiny CLIP that ships with the package (see sweep/pretrain_tiny.py).
+EMBEDDED_MODEL = "promptsweep-tiny"
+_EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+EMBEDDED_CONFIG = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.json"
+EMBEDDED_WEIGHTS = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.pt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Which CLIP to load. At most one of ``pretrained`` and ``checkpoint``."""
+
+    #: open_clip architecture name (``open_clip.list_models()``), or the embedded model.
+    name: str = EMBEDDED_MODEL
+    #: open_clip pretrained tag, e.g. "openai" or "laion2b_s34b_b79k" (needs the weights cached).
+    pretrained: str | None = None
+    #: path of a local state-dict file for the architecture ``name``.
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained and self.checkpoint:
+            raise ModelError(
+                f"model {self.name!r}: give a pretrained tag or a checkpoint, not both "
+                f"(pretrained={self.pretrained!r}, checkpoint={self.checkpoint!r})"
+            )
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: ``name``, ``name:tag`` or ``name:<file name>``."""
+        if self.pretrained:
+            return f"{self.name}:{self.pretrained}"
+        if self.checkpoint:
+            return f"{self.name}:{Path(self.checkpoint).name}"
+        return self.name
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A CLIP in eval mode on its device, with its image transform and tokenizer."""
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    tokenizer: Callable[..., torch.Tensor]
+    device: torch.device
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` if given, else CUDA when available, else CPU."""
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError(f"device {requested!r} was asked for but CUDA is not available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _register_embedded(open_clip: Any) -> None:
+    if EMBEDDED_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(EMBEDDED_CONFIG)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or unsafe file
+        raise ModelError(
+            f"checkpoint {path} cannot be read as a weights-only torch file: {exc}"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"checkpoint {path} does not hold a state dict of tensors")
+    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> LoadedModel:
+    """Build the model of ``spec`` on ``device`` (default: CUDA if available, else CPU)."""
+    import open_clip  # deferred: importing open_clip costs seconds
+
+    _register_embedded(open_clip)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    known = open_clip.list_models()
+    if spec.name not in known:
+        close = difflib.get_close_matches(spec.name, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
+        raise ModelError(f"unknown model {spec.name!r}{hint}")
+
+    checkpoint = spec.checkpoint
+    if spec.name == EMBEDDED_MODEL and not spec.pretrained and not checkpoint:
+        checkpoint = str(EMBEDDED_WEIGHTS)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.name,
+            pretrained=spec.pretrained,
+            require_pretrained=bool(spec.pretrained),
+            weights_only=True,
+        )
+    except Exception as exc:
+        where = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1: only cached weights)"
+        raise ModelError(
+            f"cannot build model {spec.label!r}{where}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if checkpoint:
+        state = _read_state_dict(Path(checkpoint))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[:3]
+            raise ModelError(
+                f"checkpoint {checkpoint} does not match architecture {spec.name!r}: "
+                + " ".join(line.strip() for line in first)
+            ) from exc
+    model = model.to(dev).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(
+        spec=spec,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(spec.name),
+        device=dev,
+    )

@@ -1,0 +1,338 @@
+"""The black box: a CLIP that scores candidate prompts on a k-shot training set.
+
+The oracle is the only place queries are counted and the budget enforced.
+Methods see losses, accuracies and (on request) output features; nothing
+else. Two channels:
+
+- ``evaluate``: the training set, counted in every unit of ``sweep.budget``
+  and refused with ``BudgetExceededError`` before any computation when the
+  budget would be exceeded;
+- ``evaluate_split`` and ``zero_shot``: validation and test, counted apart in
+  ``eval_used`` and never against the budget. They are for the trial loop's
+  checkpoints, never for a method.
+
+Glass-box mode (``glass_box=True``, local models only) adds ``gradient``: the
+true gradient of the training loss through autograd, for checking estimators
+and for white-box CoOp as an upper bound.
+
+Prompts cross this boundary as arrays of shape (n, *text_shape) and
+(n, *visual_shape), one row per candidate (numpy or torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sweep.budget import BudgetSpec, QueryCounts
+from sweep.data import FewShot, Split
+from sweep.errors import ConfigError, ModelError
+from sweep.models import LoadedModel, ModelSpec, load_model
+from sweep.prompted import PromptedCLIP, PromptLayout
+
+__all__ = ["ClipOracle", "Evaluation"]
+
+_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """What one request returns, per candidate.
+
+    Attributes:
+        losses: (n,) mean cross-entropy over the images.
+        accuracies: (n,) top-1 accuracy.
+        text_features: (n, C, D) normalised class embeddings, only on request.
+        image_features: (n, m, D) with visual prompts, else (1, m, D); only on request.
+        labels: (m,) labels of the images, with the features.
+        logit_scale: the model's logit scale (exp applied), with the features.
+    """
+
+    losses: np.ndarray
+    accuracies: np.ndarray
+    text_features: np.ndarray | None = None
+    image_features: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    logit_scale: float | None = None
+
+
+class ClipOracle:
+    """A CLIP with a prompt layout and a few-shot task, answering batched prompt queries.
+
+    Args:
+        model: a loaded CLIP (``sweep.models.load_model``).
+        task: the few-shot task (``sweep.data.few_shot``).
+        layout: where the prompts go.
+        budget: the query budget (default: unlimited, counted in candidate evaluations).
+        glass_box: allow ``gradient`` (true gradients through autograd).
+        max_batch_tokens: tokens per transformer forward; bounds memory.
+        max_cached_images: a split larger than this is streamed from disk, not held.
+    """
+
+    def __init__(self, model: LoadedModel, task: FewShot, layout: PromptLayout,
+                 budget: BudgetSpec | None = None, *, glass_box: bool = False,
+                 max_batch_tokens: int = 1 << 16, max_cached_images: int = 4096) -> None:
+        self.model = model
+        self.task = task
+        self.layout = layout
+        self.budget = budget or BudgetSpec()
+        self.glass_box = glass_box
+        self.device = model.device
+        self.max_cached_images = max_cached_images
+        self.prompted = PromptedCLIP(model.model, model.tokenizer, task.classnames, layout,
+                                     max_batch_tokens=max_batch_tokens)
+        self.used = QueryCounts()
+        self.eval_used = QueryCounts()
+        self.gradient_requests = 0
+        self._images: dict[str, torch.Tensor] = {}
+        self._features: dict[str, torch.Tensor] = {}
+        self._patches: dict[str, torch.Tensor] = {}
+        self._labels = {
+            name: torch.as_tensor(split.labels, device=self.device)
+            for name, split in (("train", task.train), ("val", task.val), ("test", task.test))
+        }
+        self._template_features: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, spec: ModelSpec, task: FewShot, layout: PromptLayout,
+              budget: BudgetSpec | None = None, *, device: str | None = None,
+              **kwargs) -> ClipOracle:
+        """Load the model of ``spec`` and build an oracle on it."""
+        return cls(load_model(spec, device), task, layout, budget, **kwargs)
+
+    # --------------------------------------------------------------- shapes
+    @property
+    def text_shape(self) -> tuple[int, ...]:
+        return self.prompted.text_shape
+
+    @property
+    def visual_shape(self) -> tuple[int, ...]:
+        return self.prompted.visual_shape
+
+    def initial_text(self) -> np.ndarray:
+        """The starting context (``layout.text_init`` embeddings, or zeros): text_shape."""
+        return self.prompted.initial_text().cpu().numpy()
+
+    def initial_visual(self) -> np.ndarray:
+        return self.prompted.initial_visual().cpu().numpy()
+
+    def token_embedding_std(self) -> float:
+        """Std of all token-embedding entries (BBT's projection scale)."""
+        return float(self.prompted._text.token_embedding.weight.std())
+
+    def remaining(self) -> int | None:
+        """Queries left in the budget's unit (None: unlimited)."""
+        return self.budget.remaining(self.used)
+
+    def cost(self, candidates: int, images: int | None = None) -> QueryCounts:
+        """What a request of ``candidates`` prompts on ``images`` training images costs."""
+        m = len(self.task.train) if images is None else images
+        return QueryCounts.of_request(candidates, m, self.task.num_classes, self.budget.batch_size)
+
+    # --------------------------------------------------------------- inputs
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _as_prompts(self, text, visual) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+        out, n = [], None
+        for name, value, shape, size in (("text", text, self.text_shape, self.layout.n_text),
+                                          ("visual", visual, self.visual_shape, self.layout.n_visual)):
+            if size == 0:
+                if value is not None and np.size(value) > 0:
+                    raise ModelError(f"{name} prompts were given but the layout has n_{name} = 0")
+                out.append(None)
+                continue
+            if value is None:
+                raise ModelError(f"the layout has {size} {name} tokens: {name} prompts are required")
+            t = torch.as_tensor(np.array(value, dtype=np.float32) if not torch.is_tensor(value) else value,
+                                dtype=torch.float32, device=self.device)
+            if t.ndim != len(shape) + 1 or tuple(t.shape[1:]) != shape:
+                raise ModelError(
+                    f"{name} prompts must have shape (n, {', '.join(map(str, shape))}); got {tuple(t.shape)}"
+                )
+            if n is not None and t.shape[0] != n:
+                raise ModelError(f"text and visual prompts disagree on the number of candidates: {n} vs {t.shape[0]}")
+            n = t.shape[0]
+            out.append(t)
+        if n is None:
+            raise ModelError("the layout has no prompt tokens: nothing to evaluate")
+        if n == 0:
+            raise ModelError("a request needs at least one candidate")
+        return out[0], out[1], n
+
+    def _split(self, name: str) -> Split:
+        return {"train": self.task.train, "val": self.task.val, "test": self.task.test}[name]
+
+    def _image_batches(self, name: str, indices: np.ndarray | None = None):
+        """Preprocessed images of a split, in chunks; held in memory when the split is small."""
+        split = self._split(name)
+        if name in self._images or len(split) <= self.max_cached_images:
+            if name not in self._images:
+                self._images[name] = self._preprocess(split, range(len(split)))
+            images = self._images[name]
+            yield images if indices is None else images[torch.as_tensor(indices, device=self.device)]
+            return
+        order = np.arange(len(split)) if indices is None else indices
+        for start in range(0, len(order), 256):
+            yield self._preprocess(split, order[start:start + 256])
+
+    def _preprocess(self, split: Split, indices) -> torch.Tensor:
+        pre = self.model.preprocess
+        return torch.stack([pre(split.load(int(i))) for i in indices]).to(self.device)
+
+    # --------------------------------------------------------------- features
+    def _text_feats(self, text: torch.Tensor | None, n: int) -> torch.Tensor:
+        if text is None:  # no context tokens: the plain "{class}." prompts, same for all
+            text = torch.zeros((n, *self.text_shape), device=self.device)
+        return self.prompted.text_features(text)
+
+    def _image_feats(self, name: str, visual: torch.Tensor | None,
+                     indices: np.ndarray | None) -> torch.Tensor:
+        """(1, m, D) without visual prompts (cached per split), else (n, m, D)."""
+        if visual is None:
+            if name not in self._features:
+                with torch.no_grad(), self._autocast():
+                    self._features[name] = torch.cat(
+                        [self.prompted.image_features(b) for b in self._image_batches(name)]
+                    ).float()
+            feats = self._features[name]
+            if indices is not None:
+                feats = feats[torch.as_tensor(indices, device=self.device)]
+            return feats[None]
+        split = self._split(name)
+        if name in self._patches or len(split) <= self.max_cached_images:
+            if name not in self._patches:
+                with torch.no_grad():
+                    self._patches[name] = torch.cat(
+                        [self.prompted.patch_embeddings(b) for b in self._image_batches(name)]
+                    )
+            patches = self._patches[name]
+            if indices is not None:
+                patches = patches[torch.as_tensor(indices, device=self.device)]
+            return self.prompted.prompted_image_features(patches, visual)
+        return torch.cat([
+            self.prompted.prompted_image_features(self.prompted.patch_embeddings(b), visual)
+            for b in self._image_batches(name, indices)
+        ], dim=1)
+
+    def _score(self, name: str, text, visual, indices, features: bool,
+               grad: bool = False) -> tuple[Evaluation, torch.Tensor]:
+        text_t, visual_t, n = self._as_prompts(text, visual)
+        labels = self._labels[name]
+        if indices is not None:
+            labels = labels[torch.as_tensor(indices, device=self.device)]
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx, self._autocast():
+            if grad:
+                for t in (text_t, visual_t):
+                    if t is not None:
+                        t.requires_grad_(True)
+            txt = self._text_feats(text_t, n)
+            img = self._image_feats(name, visual_t, indices)
+            logits = self.prompted.logits(img, txt).float()  # (n, m, C)
+            m = logits.shape[1]
+            losses = F.cross_entropy(
+                logits.reshape(n * m, -1), labels.repeat(n), reduction="none"
+            ).view(n, m).mean(dim=1)
+            acc = (logits.argmax(dim=-1) == labels).float().mean(dim=1)
+        ev = Evaluation(
+            losses=losses.detach().cpu().double().numpy(),
+            accuracies=acc.cpu().double().numpy(),
+            text_features=txt.detach().cpu().numpy() if features else None,
+            image_features=img.detach().cpu().numpy() if features else None,
+            labels=labels.cpu().numpy() if features else None,
+            logit_scale=float(self.model.model.logit_scale.exp()) if features else None,
+        )
+        return ev, losses
+
+    # --------------------------------------------------------------- channels
+    def _indices(self, subset) -> np.ndarray | None:
+        if subset is None:
+            return None
+        idx = np.asarray(subset, dtype=np.int64)
+        if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= len(self.task.train):
+            raise ConfigError(
+                f"subset must be a non-empty 1-d array of training indices in [0, {len(self.task.train)}); "
+                f"got shape {idx.shape}"
+            )
+        return idx
+
+    def evaluate(self, text=None, visual=None, *, features: bool = False,
+                 subset=None) -> Evaluation:
+        """Score candidates on the training set (or on the mini-batch ``subset``). Counted.
+
+        Args:
+            text: (n, *text_shape) context vectors (required when layout.n_text > 0).
+            visual: (n, *visual_shape) visual prompts (required when layout.n_visual > 0).
+            features: also return text and image features (for adapter methods).
+            subset: indices of training images forming a mini-batch (default: all).
+
+        Raises:
+            BudgetExceededError: the request would exceed the budget; nothing is computed.
+        """
+        indices = self._indices(subset)
+        _, _, n = self._as_prompts(text, visual)
+        cost = self.cost(n, len(self.task.train) if indices is None else len(indices))
+        self.budget.check(self.used, cost)
+        ev, _ = self._score("train", text, visual, indices, features)
+        self.used = self.used + cost
+        return ev
+
+    def evaluate_split(self, split: str, text=None, visual=None, *,
+                       features: bool = False) -> Evaluation:
+        """Score candidates on validation or test. Counted in ``eval_used``, never in the budget."""
+        if split not in _SPLITS:
+            raise ConfigError(f"split must be one of {_SPLITS}; got {split!r}")
+        ev, _ = self._score(split, text, visual, None, features)
+        _, _, n = self._as_prompts(text, visual)
+        m = len(self._split(split))
+        self.eval_used = self.eval_used + QueryCounts.of_request(
+            n, m, self.task.num_classes, self.budget.batch_size)
+        return ev
+
+    def zero_shot(self, split: str = "test", template: str | None = None) -> Evaluation:
+        """The unprompted model with a hand-written template on a split (evaluation channel)."""
+        if split not in (*_SPLITS, "train"):
+            raise ConfigError(f"split must be train, val or test; got {split!r}")
+        template = template or self.task.template
+        with torch.no_grad(), self._autocast():
+            txt = self.prompted.encode_texts([template.format(c) for c in self.task.classnames])[None]
+            img = self._image_feats(split, None, None)
+            logits = self.prompted.logits(img, txt).float()[0]
+        labels = self._labels[split]
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(dim=-1) == labels).float().mean()
+        self.eval_used = self.eval_used + QueryCounts.of_request(
+            1, len(labels), self.task.num_classes, self.budget.batch_size)
+        return Evaluation(losses=np.array([float(loss)]), accuracies=np.array([float(acc)]))
+
+    def gradient(self, text=None, visual=None, *, subset=None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Glass box: per-candidate training losses and their true gradients. Counted like ``evaluate``.
+
+        Returns:
+            losses (n,), d loss_i / d text_i (n, *text_shape) or None, same for visual.
+        """
+        if not self.glass_box:
+            raise ModelError("gradient() needs a glass-box oracle (glass_box=True, local model)")
+        indices = self._indices(subset)
+        text_t, visual_t, n = self._as_prompts(text, visual)
+        cost = self.cost(n, len(self.task.train) if indices is None else len(indices))
+        self.budget.check(self.used, cost)
+        text_t = None if text_t is None else text_t.clone()
+        visual_t = None if visual_t is None else visual_t.clone()
+        ev, losses = self._score("train", text_t, visual_t, indices, False, grad=True)
+        # Candidates are independent, so the gradient of the sum gives each one's own gradient.
+        inputs = [t for t in (text_t, visual_t) if t is not None]
+        grads = iter(torch.autograd.grad(losses.sum(), inputs))
+        g_text = next(grads).double().cpu().numpy() if text_t is not None else None
+        g_vis = next(grads).double().cpu().numpy() if visual_t is not None else None
+        self.used = self.used + cost
+        self.gradient_requests += n
+        return ev.losses, g_text, g_vis

@@ -1,0 +1,72 @@
+"""Shared fixtures: small random-weight CLIPs (ViT and ResNet) and a synthetic few-shot task.
+
+Random weights are enough for every exactness test: the identities checked
+(context injection, truncation, batching) hold for any weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from sweep.data import FewShot, Split
+
+TINY_VIT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 48, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3},
+}
+TINY_RN = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(tmp_path_factory) -> dict[str, str]:
+    """Register the test architectures with open_clip; returns name -> config path."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("model_configs")
+    names = {}
+    for name, cfg in (("test-tiny-vit", TINY_VIT), ("test-tiny-rn", TINY_RN)):
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        open_clip.add_model_config(path)
+        names[name] = str(path)
+    return names
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tiny_configs):
+    """A random-weight ViT CLIP on the CPU (seeded, so every session is the same)."""
+    from sweep.models import ModelSpec, load_model
+
+    torch.manual_seed(0)
+    return load_model(ModelSpec(name="test-tiny-vit"), "cpu")
+
+
+def make_task(num_classes: int = 3, shots: int = 4, seed: int = 0) -> FewShot:
+    """A few-shot task of random 12x12 grey images (the model resizes them)."""
+    rng = np.random.default_rng(seed)
+
+    def split(per_class: int) -> Split:
+        labels = np.repeat(np.arange(num_classes), per_class)
+        images = [rng.integers(0, 256, size=(12, 12), dtype=np.uint8) for _ in labels]
+        return Split(images, labels)
+
+    names = ("cat", "dog", "bird", "fish", "horse", "sheep")[:num_classes]
+    return FewShot(dataset="synthetic", classnames=names, template="a photo of a {}.",
+                   shots=shots, seed=seed, train=split(shots), val=split(2), test=split(3))
+
+
+@pytest.fixture(scope="session")
+def task() -> FewShot:
+    return make_task()
