@@ -7,7 +7,9 @@ oracle runs it under autocast (float16) on CUDA only.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,23 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    """open_clip warns that weights are random; when we load a checkpoint next, that is untrue."""
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    flt = _Filter()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
 def _register_embedded(open_clip: Any) -> None:
     if EMBEDDED_MODEL not in open_clip.list_models():
         open_clip.add_model_config(EMBEDDED_CONFIG)
@@ -112,13 +131,15 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
     checkpoint = spec.checkpoint
     if spec.name == EMBEDDED_MODEL and not spec.pretrained and not checkpoint:
         checkpoint = str(EMBEDDED_WEIGHTS)
+    quiet = _quiet_random_init_warning() if checkpoint else contextlib.nullcontext()
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.name,
-            pretrained=spec.pretrained,
-            require_pretrained=bool(spec.pretrained),
-            weights_only=True,
-        )
+        with quiet:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name,
+                pretrained=spec.pretrained,
+                require_pretrained=bool(spec.pretrained),
+                weights_only=True,
+            )
     except Exception as exc:
         where = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1: only cached weights)"
         raise ModelError(

@@ -22,12 +22,12 @@ Prompts cross this boundary as arrays of shape (n, *text_shape) and
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from methods.base import Evaluation
 from sweep.budget import BudgetSpec, QueryCounts
 from sweep.data import FewShot, Split
 from sweep.errors import ConfigError, ModelError
@@ -39,25 +39,13 @@ __all__ = ["ClipOracle", "Evaluation"]
 _SPLITS = ("val", "test")
 
 
-@dataclass(frozen=True, eq=False)
-class Evaluation:
-    """What one request returns, per candidate.
-
-    Attributes:
-        losses: (n,) mean cross-entropy over the images.
-        accuracies: (n,) top-1 accuracy.
-        text_features: (n, C, D) normalised class embeddings, only on request.
-        image_features: (n, m, D) with visual prompts, else (1, m, D); only on request.
-        labels: (m,) labels of the images, with the features.
-        logit_scale: the model's logit scale (exp applied), with the features.
-    """
-
-    losses: np.ndarray
-    accuracies: np.ndarray
-    text_features: np.ndarray | None = None
-    image_features: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    logit_scale: float | None = None
+def _clipped_std(x: torch.Tensor, rounds: int = 5, k: float = 3.0) -> float:
+    """Std of x after ``rounds`` of discarding entries beyond k standard deviations."""
+    x = x.flatten().double()
+    for _ in range(rounds):
+        mean, std = x.mean(), x.std()
+        x = x[(x - mean).abs() <= k * std]
+    return float(x.std())
 
 
 class ClipOracle:
@@ -120,9 +108,31 @@ class ClipOracle:
     def initial_visual(self) -> np.ndarray:
         return self.prompted.initial_visual().cpu().numpy()
 
-    def token_embedding_std(self) -> float:
-        """Std of all token-embedding entries (BBT's projection scale)."""
-        return float(self.prompted._text.token_embedding.weight.std())
+    def model_stats(self) -> dict[str, object]:
+        """Weight and activation statistics that scale random subspaces (methods.subspace.ModelStats).
+
+        Hidden-state stds are taken at the input of every block, for the
+        class prompts with the initial context (text) and for the training
+        images without visual prompts (vision), after five rounds of 3-sigma
+        clipping (BBTv2). Reading them is not a query: it needs no prompt.
+        """
+        prompted = self.prompted
+        stats: dict[str, object] = {
+            "token_embedding_std": float(prompted._text.token_embedding.weight.std()),
+            "patch_weight_mean": 0.0, "patch_weight_std": 0.0, "patch_fan_in": 0,
+            "text_hidden_std": (), "visual_hidden_std": (),
+        }
+        with torch.no_grad():
+            ctx = torch.as_tensor(self.initial_text(), device=self.device)[None] if self.layout.n_text else None
+            stats["text_hidden_std"] = tuple(_clipped_std(h) for h in prompted.text_hidden_states(ctx))
+            if prompted.is_vit:
+                conv = self.model.model.visual.conv1.weight
+                stats.update(patch_weight_mean=float(conv.mean()), patch_weight_std=float(conv.std()),
+                             patch_fan_in=int(conv[0].numel()))
+                images = next(self._image_batches("train"))
+                stats["visual_hidden_std"] = tuple(
+                    _clipped_std(h) for h in prompted.visual_hidden_states(images))
+        return stats
 
     def remaining(self) -> int | None:
         """Queries left in the budget's unit (None: unlimited)."""

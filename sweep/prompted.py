@@ -165,9 +165,12 @@ class PromptedCLIP:
         x = self._text.token_embedding(tokens).float()
         return self._text_forward(x, eot, None)
 
-    def _text_forward(self, x: torch.Tensor, eot: torch.Tensor,
-                      deep_ctx: torch.Tensor | None) -> torch.Tensor:
-        """x: (rows, L, W) input embeddings; deep_ctx: (rows, L_text, n, W) or None."""
+    def _text_forward(self, x: torch.Tensor, eot: torch.Tensor, deep_ctx: torch.Tensor | None,
+                      hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (rows, L, W) input embeddings; deep_ctx: (rows, L_text, n, W) or None.
+
+        When ``hidden`` is a list, the hidden state entering each block is appended to it.
+        """
         text = self._text
         length = x.shape[1]
         x = x + text.positional_embedding[:length].to(x.dtype)
@@ -184,6 +187,8 @@ class PromptedCLIP:
                     x = torch.cat([x[:, :1], ctx, x[:, 1 + n:]], dim=1)
                 else:
                     x = torch.cat([x[:1], ctx.transpose(0, 1), x[1 + n:]], dim=0)
+            if hidden is not None:
+                hidden.append(x)
             x = block(x, attn_mask=mask)
         if not batch_first:
             x = x.transpose(0, 1)
@@ -219,6 +224,23 @@ class PromptedCLIP:
             out.append(self._text_forward(x, self._eot[cls], deep))
         return torch.cat(out).view(n_cand, n_cls, -1)
 
+    def text_hidden_states(self, ctx: torch.Tensor | None) -> list[torch.Tensor]:
+        """Hidden states entering each text block for the class prompts with context ``ctx`` (1, ...)."""
+        n = self.layout.n_text
+        x = self._token_embeds
+        if ctx is not None and n > 0:
+            first = ctx[0, 0] if self.layout.deep else ctx[0]
+            x = torch.cat([x[:, :1], first.expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+        hidden: list[torch.Tensor] = []
+        self._text_forward(x, self._eot, None, hidden)
+        return hidden
+
+    def visual_hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Hidden states entering each vision block for ``images`` without prompts."""
+        hidden: list[torch.Tensor] = []
+        self._image_forward(self.patch_embeddings(images), None, hidden)
+        return hidden
+
     # ------------------------------------------------------------------ images
     def patch_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """[CLS, patches] + positional embedding, before ln_pre: (m, 1 + P, W_vis). Prompt-free."""
@@ -229,8 +251,9 @@ class PromptedCLIP:
         x = torch.cat([cls, x], dim=1)
         return x + visual.positional_embedding.to(x.dtype)
 
-    def _image_forward(self, x: torch.Tensor, deep_vis: torch.Tensor | None) -> torch.Tensor:
-        """x: (rows, 1 + n + P, W_vis) embeddings with prompts inserted."""
+    def _image_forward(self, x: torch.Tensor, deep_vis: torch.Tensor | None,
+                       hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (rows, 1 + n + P, W_vis) embeddings with prompts inserted; ``hidden`` as for text."""
         visual = self.model.visual
         x = visual.ln_pre(x)
         transformer = visual.transformer
@@ -245,6 +268,8 @@ class PromptedCLIP:
                     x = torch.cat([x[:, :1], vis, x[:, 1 + n:]], dim=1)
                 else:
                     x = torch.cat([x[:1], vis.transpose(0, 1), x[1 + n:]], dim=0)
+            if hidden is not None:
+                hidden.append(x)
             x = block(x)
         if not batch_first:
             x = x.transpose(0, 1)

@@ -1,0 +1,203 @@
+"""The method interface: batched ask/tell over a search space; the caller owns the loop.
+
+A method never sees a model. It proposes points z of its search space, and
+is told what the objective returned for them. The loop (``sweep.loop``) is::
+
+    method.plan(asks)                         # how many asks the budget allows
+    while not method.stop():
+        z = method.ask()                      # (ask_size, dim)
+        evaluation = objective(z)             # losses (and features, gradients on request)
+        method.tell(z, evaluation)
+    best = method.recommend()                 # (dim,)
+
+The start point is always z = 0: a parametrisation maps z to prompts as
+p = p0 + f(z), so the initial prompt lives in the parametrisation, not here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from methods.errors import ConfigError
+
+__all__ = ["Evaluation", "Method", "PromptConfig", "SearchSpace"]
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """What the objective returns for a batch of n candidates.
+
+    Attributes:
+        losses: (n,) mean cross-entropy (or any loss to minimise).
+        accuracies: (n,) top-1 accuracy, when the objective knows it.
+        text_features: (n, C, D) normalised class embeddings, only on request.
+        image_features: (n | 1, m, D) normalised image features, only on request.
+        labels: (m,) labels of the images behind the features.
+        logit_scale: exp of the model's logit scale, with the features.
+        gradients: (n, dim) true gradients, only for glass-box (white-box) methods.
+    """
+
+    losses: np.ndarray
+    accuracies: np.ndarray | None = None
+    text_features: np.ndarray | None = None
+    image_features: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    logit_scale: float | None = None
+    gradients: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The space a method searches: R^dim, optionally cut into blocks (one per prompt layer)."""
+
+    dim: int
+    #: contiguous blocks of coordinates, e.g. one per layer for deep prompts; None = one block.
+    blocks: tuple[tuple[int, int], ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dim, int) or self.dim < 1:
+            raise ConfigError(f"a search space needs dim >= 1; got {self.dim!r}")
+        if self.blocks is not None:
+            ends = [b for block in self.blocks for b in block]
+            if ends[0] != 0 or ends[-1] != self.dim or any(a > b for a, b in zip(ends, ends[1:])):
+                raise ConfigError(f"blocks {self.blocks} must tile [0, {self.dim}) in order")
+
+    @property
+    def block_slices(self) -> list[slice]:
+        return [slice(a, b) for a, b in (self.blocks or ((0, self.dim),))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptConfig:
+    """Where a method's prompt goes and how its search space maps onto it.
+
+    Every method's config extends this. The oracle reads the layout fields; the
+    parametrisation (``methods.subspace``) reads the rest. With an intrinsic
+    dimension of None the search space is the prompt itself (no projection).
+    """
+
+    #: text context tokens after the start token (shared by all classes).
+    n_text: int = 8
+    #: visual prompt tokens after the class token (ViT only; 0 for none).
+    n_visual: int = 0
+    #: one prompt per layer (VPT-deep) instead of one at the input.
+    deep: bool = False
+    #: phrase whose token embeddings are the initial context (its length must be n_text).
+    text_init: str | None = None
+    #: dimension of the random text subspace per layer (None: search the context directly).
+    intrinsic_dim_text: int | None = None
+    #: dimension of the random visual subspace per layer (None: search the prompt directly).
+    intrinsic_dim_visual: int | None = None
+    #: sigma of the projection rule s = std_hat / (sqrt(d) * sigma) (BBT, BPT-VLM).
+    projection_sigma: float = 1.0
+    #: alpha of the deep rule s = alpha * std_hidden / (sqrt(d) * sigma) (BBTv2, BPT-VLM deep).
+    projection_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_text", "n_visual"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0; got {value}")
+        if self.n_text + self.n_visual == 0:
+            raise ConfigError("a prompt needs n_text + n_visual > 0")
+        for name in ("intrinsic_dim_text", "intrinsic_dim_visual"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or None; got {value}")
+        if self.projection_sigma <= 0 or self.projection_alpha <= 0:
+            raise ConfigError(
+                f"projection_sigma and projection_alpha must be > 0; got "
+                f"{self.projection_sigma}, {self.projection_alpha}"
+            )
+
+
+class Method(ABC):
+    """A batched ask/tell optimiser over a SearchSpace.
+
+    Class attributes say what the loop must provide:
+        black_box: False for methods that need true gradients (reported as such).
+        needs_features: tell() wants text/image features (adapter methods).
+        needs_gradient: tell() wants ``Evaluation.gradients`` (glass-box oracle only).
+    """
+
+    name: ClassVar[str] = ""
+    black_box: ClassVar[bool] = True
+    needs_features: ClassVar[bool] = False
+    needs_gradient: ClassVar[bool] = False
+
+    def __init__(self, config: Any, space: SearchSpace, seed: int) -> None:
+        self.config = config
+        self.space = space
+        self.seed = int(seed)
+
+    @property
+    def dim(self) -> int:
+        return self.space.dim
+
+    @property
+    @abstractmethod
+    def ask_size(self) -> int:
+        """How many candidates the next ask() returns (the loop checks the budget with it)."""
+
+    def plan(self, asks: int | None) -> None:
+        """Told once, before the first ask, how many asks the budget allows (None: unknown).
+
+        Methods with a schedule over the run (cosine learning rates, deep
+        block cycles) use it; the default ignores it.
+        """
+        del asks
+
+    @property
+    def minibatch(self) -> int | None:
+        """Training images per request (None: the whole k-shot set)."""
+        return None
+
+    @abstractmethod
+    def ask(self) -> np.ndarray:
+        """(ask_size, dim) candidates to evaluate next."""
+
+    @abstractmethod
+    def tell(self, z: np.ndarray, evaluation: Evaluation) -> None:
+        """Feed back the evaluation of the points returned by the last ask()."""
+
+    @abstractmethod
+    def recommend(self) -> np.ndarray:
+        """(dim,) the point to deploy now."""
+
+    def stop(self) -> dict[str, Any]:
+        """{} to go on, else the reasons to stop (the budget is the loop's business)."""
+        return {}
+
+    def predict(self, evaluation: Evaluation) -> np.ndarray:
+        """(m, C) logits for the recommended prompt's features; adapter methods override it.
+
+        The default is the plain CLIP logits, for methods whose only output is a prompt.
+        """
+        if evaluation.text_features is None or evaluation.image_features is None:
+            raise ConfigError("predict() needs an evaluation with features")
+        return evaluation.logit_scale * evaluation.image_features[0] @ evaluation.text_features[0].T
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """A picklable snapshot from which load_state_dict() restores the method exactly."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken by state_dict()."""
+
+    def _check_tell(self, z: np.ndarray, evaluation: Evaluation) -> np.ndarray:
+        """Validate a tell(): shapes agree, and losses are finite (the pool ranks NaN worst)."""
+        z = np.asarray(z, dtype=np.float64)
+        losses = np.asarray(evaluation.losses, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.dim or losses.shape != (z.shape[0],):
+            raise ConfigError(
+                f"{self.name}: tell() needs z of shape (n, {self.dim}) and n losses; "
+                f"got z {z.shape} and losses {losses.shape}"
+            )
+        if not np.isfinite(losses).all():
+            raise ConfigError(f"{self.name}: tell() got non-finite losses; the caller must rank them")
+        return losses

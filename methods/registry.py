@@ -1,0 +1,108 @@
+"""An explicit, exact, collision-checked registry: method name -> (config class, method class).
+
+Every configuration is a frozen ``kw_only`` dataclass whose fields are the
+method's hyperparameters with their published defaults. ``make_config``
+builds one from a plain mapping (a TOML table, an Optuna sample) and rejects
+unknown keys and wrong types with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from methods.base import Method, SearchSpace
+from methods.errors import ConfigError
+
+__all__ = ["MethodEntry", "Registry", "REGISTRY"]
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    config_cls: type
+    method_cls: type[Method]
+    summary: str
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits a simple annotation (int, float, str, bool, X | None, tuple)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple or annotation is tuple:
+        return isinstance(value, (tuple, list))
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+class Registry:
+    """Name -> MethodEntry. Lookup is exact; a miss lists the valid names."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, MethodEntry] = {}
+
+    def register(self, name: str, config_cls: type, method_cls: type[Method], summary: str = "") -> None:
+        if name in self._entries:
+            raise ConfigError(f"method name {name!r} is already registered")
+        if not dataclasses.is_dataclass(config_cls):
+            raise ConfigError(f"{name}: config class {config_cls.__name__} must be a dataclass")
+        self._entries[name] = MethodEntry(name, config_cls, method_cls, summary)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> MethodEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown method {name!r}; valid names: {', '.join(self.names())}"
+            ) from None
+
+    def make_config(self, name: str, values: Mapping[str, Any] | None = None) -> Any:
+        """The config of ``name`` with ``values`` overriding its defaults, checked key by key."""
+        cls = self.entry(name).config_cls
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{name}: unknown hyperparameter {key!r}{hint}")
+            if not _accepts(hints[key], value):
+                raise ConfigError(
+                    f"{name}: hyperparameter {key!r} must be {hints[key]}; got {value!r}"
+                )
+            if isinstance(value, list):
+                values[key] = tuple(value)
+        return cls(**values)
+
+    def create(self, name: str, config: Any, space: SearchSpace, seed: int) -> Method:
+        """A new method instance. ``config`` is a config object or a mapping of overrides."""
+        entry = self.entry(name)
+        if not isinstance(config, entry.config_cls):
+            config = self.make_config(name, config)
+        return entry.method_cls(config, space, seed)
+
+
+#: The registry of all methods; filled explicitly in methods/__init__.py.
+REGISTRY = Registry()

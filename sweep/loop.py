@@ -1,0 +1,144 @@
+"""The ask/evaluate/tell loop, written once for every method, with budget checkpoints.
+
+The loop asks the objective (never the method) whether the next ask fits the
+budget, so a method cannot overspend; the oracle refuses anyway. At each
+checkpoint of the budget the recommended point is scored on validation and
+test through the evaluation channel (never counted, never used by the method).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from methods.base import Evaluation, Method
+from sweep.budget import QueryCounts
+from sweep.objective import Objective, fits
+
+__all__ = ["CheckpointRecord", "RunResult", "SplitScorer", "checkpoint_schedule", "run_method"]
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """The state of a run when the budget in its unit reached a checkpoint."""
+
+    checkpoint: int  # 0-based index in the schedule
+    queries: QueryCounts
+    train_loss: float  # best loss of the most recent request (nan before any)
+    val_acc: float
+    test_acc: float
+    wall_s: float
+
+
+@dataclass
+class RunResult:
+    checkpoints: list[CheckpointRecord]
+    stop_reasons: dict[str, Any]
+    used: QueryCounts
+    recommendation: np.ndarray
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_schedule(limit: int, first: int, count: int = 8) -> list[int]:
+    """``count`` budget levels spaced geometrically from ``first`` (one ask) to ``limit``.
+
+    Every level is reachable: no level lies below the cost of one ask.
+    """
+    if limit <= 0:
+        return [0]
+    first = max(1, min(first, limit))
+    levels = np.geomspace(first, limit, count) if count > 1 else np.array([limit])
+    out = sorted({int(math.ceil(v)) for v in levels} | {limit})
+    return out
+
+
+class SplitScorer:
+    """Scores a recommended point on validation and test (the evaluation channel).
+
+    ``evaluate(split, z, features)`` is the objective's channel; ``zero_shot(split)``
+    the oracle's template evaluation, used for methods flagged ``zero_shot``.
+    """
+
+    def __init__(self, evaluate: Callable[[str, np.ndarray, bool], Evaluation],
+                 zero_shot: Callable[[str], Evaluation] | None = None) -> None:
+        self._evaluate = evaluate
+        self._zero_shot = zero_shot
+
+    def __call__(self, method: Method, z: np.ndarray) -> tuple[float, float]:
+        return self.score(method, z, "val"), self.score(method, z, "test")
+
+    def score(self, method: Method, z: np.ndarray, split: str) -> float:
+        if getattr(method, "zero_shot", False):
+            if self._zero_shot is None:
+                return float("nan")
+            return float(self._zero_shot(split).accuracies[0])
+        if not method.needs_features:
+            return float(self._evaluate(split, z, False).accuracies[0])
+        ev = self._evaluate(split, z, True)
+        logits = method.predict(ev)
+        return float(np.mean(np.argmax(logits, axis=-1) == ev.labels))
+
+
+def run_method(method: Method, objective: Objective, scorer: SplitScorer | None = None,
+               checkpoints: int = 8,
+               on_checkpoint: Callable[[CheckpointRecord], None] | None = None) -> RunResult:
+    """Run ``method`` against ``objective`` until it stops or the budget is spent.
+
+    Args:
+        method: a fresh method.
+        objective: evaluates points and owns the budget.
+        scorer: scores the recommendation on val/test at checkpoints (None: nan).
+        checkpoints: number of budget checkpoints (the last is 100%, or the stop).
+        on_checkpoint: called with each record as it is made (e.g. to report to Ray Tune).
+    """
+    start = time.perf_counter()
+    unit, limit = objective.budget.unit, objective.budget.limit
+    n, minibatch = method.ask_size, method.minibatch
+    per_ask = objective.cost(n, minibatch)[unit] if n else 0
+    method.plan(None if limit is None or per_ask == 0 else (limit - objective.used[unit]) // per_ask)
+    levels = checkpoint_schedule(limit, per_ask, checkpoints) if limit is not None else []
+    records: list[CheckpointRecord] = []
+    last_loss = float("nan")
+
+    def record() -> None:
+        z = method.recommend()
+        val, test = scorer(method, z) if scorer else (float("nan"), float("nan"))
+        rec = CheckpointRecord(len(records), objective.used, last_loss, val, test,
+                               time.perf_counter() - start)
+        records.append(rec)
+        if on_checkpoint:
+            on_checkpoint(rec)
+
+    reasons: dict[str, Any] = {}
+    while True:
+        reasons = method.stop()
+        if reasons:
+            break
+        n, minibatch = method.ask_size, method.minibatch
+        if n == 0:
+            reasons = {"no_queries": "the method asks for nothing"}
+            break
+        if not fits(objective, n, minibatch):
+            reasons = {"budget": f"{objective.used[unit]} of {limit} {unit} used; "
+                                 f"the next ask needs {objective.cost(n, minibatch)[unit]}"}
+            break
+        z = method.ask()
+        evaluation = objective(z, minibatch=minibatch, features=method.needs_features,
+                               gradient=method.needs_gradient)
+        method.tell(z, evaluation)
+        last_loss = float(np.min(evaluation.losses))
+        used = objective.used[unit]
+        if levels and used >= levels[0]:
+            while levels and used >= levels[0]:
+                levels.pop(0)
+            record()
+    if not records or records[-1].queries != objective.used:
+        record()
+    return RunResult(records, reasons, objective.used, method.recommend(),
+                     time.perf_counter() - start)
