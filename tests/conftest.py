@@ -14,6 +14,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
+
+# One BLAS thread: pycma's small eigendecompositions are 100x slower when two
+# OpenBLAS threads fight over two busy cores.
+threadpool_limits(1, user_api="blas")
+# Likewise torch: the tests' tensors are small, and two threads on two busy cores
+# cost more in synchronisation than they gain.
+torch.set_num_threads(1)
 
 from sweep.data import FewShot, Split
 

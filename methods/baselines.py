@@ -1,0 +1,262 @@
+"""Baselines: ZIP and BlackVIP (clipped SPSA, SPSA-GC), zero-shot, and white-box CoOp.
+
+ZIP and BlackVIP are registered configurations of the zeroth-order method
+(``methods.zeroth_order``): an SPSA estimator with Spall's gains. Zero-shot
+asks nothing. CoOp is the white-box upper bound: it needs true gradients and
+is marked ``black_box = False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from methods.base import Evaluation, Method, PromptConfig
+from methods.errors import ConfigError
+from methods.zeroth_order import Descent, DescentConfig, ZerothOrder, ZerothOrderConfig
+
+__all__ = [
+    "BlackVIP", "BlackVIPConfig", "CoOp", "CoOpConfig", "ZIP", "ZIPConfig",
+    "ZeroShot", "ZeroShotConfig", "register_all",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZIPConfig(ZerothOrderConfig):
+    """ZIP's published defaults (Park et al., ICLR 2025; LOG-postech/ZIP: trainers/zip.py)."""
+
+    #: ZIP's 8 text context tokens.
+    n_text: int = 8
+    #: random text subspace of ZIP's 417 variables (ZIP: low-rank + Fastfood, see ZIP).
+    intrinsic_dim_text: int | None = 417
+    #: ZIP reuses BlackVIP's SPSA (two-sided), without the gradient correction.
+    estimator: str = "spsa"
+    #: SPSA draws per step (ZIP: 5, so 10 calls per step).
+    q: int = 5
+    #: SPSA radius c of c_k = c / k^gamma (ZIP: 0.01).
+    mu: float | None = 0.01
+    #: radius decay gamma (ZIP: 0.1).
+    gamma: float | None = 0.1
+    #: BlackVIP's segmented-uniform perturbations (ZIP reuses its code).
+    spsa_distribution: str | None = "segmented"
+    #: images per call (ZIP: one call is one forward of <= 128 images).
+    batch_size: int | None = 128
+    #: plain SPSA step x <- x - a_k g, no momentum (ZIP).
+    update: str = "spsa"
+    #: gain a of a_k = a / (k + 1)^0.4 (ZIP: 0.01).
+    lr: float = 0.01
+    #: alpha of a_k (ZIP: 0.4).
+    spsa_alpha: float = 0.4
+    #: offset of a_k, (k + 1) with k from 1 (ZIP).
+    spsa_offset: float = 1.0
+    #: ZIP's clipping g <- g min(1, sqrt(dim) / |g|).
+    clip_sqrt_dim: bool = True
+
+
+class ZIP(ZerothOrder):
+    """ZIP: clipped SPSA on a text prompt in a low-dimensional subspace (Park et al., ICLR 2025).
+
+    Deviation: ZIP's parametrisation, delta_i = Fastfood_i(row_i(U diag(s) V^T +
+    1 shared_V^T)) with rank 5 (417 variables, METHODS.md section 5), is
+    replaced by the project's Gaussian random subspace of the same dimension
+    (``intrinsic_dim_text = 417``, BBT's scale rule), since the projection is the
+    parametrisation's business. Budget: ZIP counts calls (one forward of one
+    batch of <= 128 images); 5,000 calls = 500 steps of 10 points.
+
+    Example:
+        >>> import numpy as np
+        >>> from methods.base import Evaluation, SearchSpace
+        >>> method = ZIP(ZIPConfig(lr=0.05), SearchSpace(20), seed=0)
+        >>> target = np.full(20, 0.5)
+        >>> for _ in range(200):
+        ...     z = method.ask()
+        ...     method.tell(z, Evaluation(losses=0.1 * ((z - target) ** 2).sum(axis=1)))
+        >>> bool(((method.recommend() - target) ** 2).sum() < 0.5 * (target**2).sum())
+        True
+    """
+
+    name: ClassVar[str] = "zip"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlackVIPConfig(ZerothOrderConfig):
+    """BlackVIP's published defaults (Oh et al., CVPR 2023; changdaeoh/BlackVIP)."""
+
+    #: no text context: BlackVIP's text side is a fixed prompt.
+    n_text: int = 0
+    #: 5 visual prompt tokens stand in for BlackVIP's pixel-space prompt generator.
+    n_visual: int = 5
+    #: the visual tokens are searched directly (no subspace).
+    intrinsic_dim_visual: int | None = None
+    #: SPSA with BlackVIP's gradient correction (the estimator carries m_k).
+    estimator: str = "spsa_gc"
+    #: SPSA draws per step (BlackVIP: 5).
+    q: int = 5
+    #: radius c of c_k = c / k^gamma (BlackVIP: 0.01).
+    mu: float | None = 0.01
+    #: radius decay gamma (BlackVIP: 0.2).
+    gamma: float | None = 0.2
+    #: gradient-correction beta (BlackVIP: 0.9).
+    momentum: float = 0.9
+    #: BlackVIP's segmented-uniform perturbations |D_j| ~ U[0.5, 1).
+    spsa_distribution: str | None = "segmented"
+    #: images per step (BlackVIP: batch 128).
+    batch_size: int | None = 128
+    #: plain step x <- x - a_k (g_k + beta m_k) (BlackVIP).
+    update: str = "spsa"
+    #: gain a of a_k = a / (k + o)^alpha (BlackVIP: 0.01).
+    lr: float = 0.01
+    #: alpha of a_k (BlackVIP: 0.4).
+    spsa_alpha: float = 0.4
+    #: offset o of a_k (BlackVIP: 1).
+    spsa_offset: float = 1.0
+
+
+class BlackVIP(ZerothOrder):
+    """BlackVIP-style SPSA-GC on visual prompt tokens (Oh et al., CVPR 2023).
+
+    Deviation: BlackVIP tunes a pixel-space prompt generator (a frozen MAE
+    encoder and a 9,920-parameter decoder, METHODS.md section 4); this project
+    has no pixel prompts, so the same optimiser tunes 5 visual prompt tokens
+    directly (a subspace is one setting away: ``intrinsic_dim_visual``). The
+    text side is the oracle's plain class prompt, not BlackVIP's hand-written
+    template. BlackVIP counts no queries; here a step costs 2q = 10 points.
+
+    Example:
+        >>> import numpy as np
+        >>> from methods.base import Evaluation, SearchSpace
+        >>> method = BlackVIP(BlackVIPConfig(), SearchSpace(20), seed=0)
+        >>> target = np.full(20, 0.5)
+        >>> for _ in range(200):
+        ...     z = method.ask()
+        ...     method.tell(z, Evaluation(losses=0.1 * ((z - target) ** 2).sum(axis=1)))
+        >>> bool(((method.recommend() - target) ** 2).sum() < 0.5 * (target**2).sum())
+        True
+    """
+
+    name: ClassVar[str] = "blackvip"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZeroShotConfig(PromptConfig):
+    """Zero-shot has no hyperparameters; the prompt fields only size the (unused) search space."""
+
+
+class ZeroShot(Method):
+    """Zero-shot CLIP with the data set's hand-written template: no queries, no search.
+
+    ``zero_shot = True`` tells the loop to evaluate the template instead of a
+    prompt; ask_size is 0 and stop() gives its reason at once.
+
+    Example:
+        >>> from methods.base import SearchSpace
+        >>> method = ZeroShot(ZeroShotConfig(), SearchSpace(4), seed=0)
+        >>> method.ask_size, method.ask().shape, sorted(method.stop())
+        (0, (0, 4), ['zero_shot'])
+    """
+
+    name: ClassVar[str] = "zero-shot"
+    #: the loop evaluates the data set's template, not recommend().
+    zero_shot: ClassVar[bool] = True
+
+    @property
+    def ask_size(self) -> int:
+        return 0
+
+    def ask(self) -> np.ndarray:
+        return np.zeros((0, self.dim))
+
+    def tell(self, z: np.ndarray, evaluation: Evaluation) -> None:
+        z = np.asarray(z)
+        if z.size:
+            raise ConfigError(f"{self.name}: asks nothing, tell() takes no points; got {z.shape}")
+
+    def recommend(self) -> np.ndarray:
+        return np.zeros(self.dim)
+
+    def stop(self) -> dict[str, Any]:
+        return {"zero_shot": "zero-shot queries nothing: evaluate the data set's template"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoOpConfig(DescentConfig):
+    """White-box CoOp (Zhou et al., IJCV 2022; KaiyangZhou/CoOp) on a glass-box oracle."""
+
+    #: 4 context tokens (CoOp's "a photo of a" initialisation).
+    n_text: int = 4
+    #: initial context phrase (CoOp: "a photo of a").
+    text_init: str | None = "a photo of a"
+    #: the context is searched directly.
+    intrinsic_dim_text: int | None = None
+    #: images per step (CoOp: batch 32).
+    batch_size: int | None = 32
+    #: Adam (CoOp: SGD; Adam converges in far fewer steps at the budgets swept here).
+    update: str = "adam"
+    #: Adam learning rate (CoOp's SGD: 0.002; 0.02 works on the tiny and real models).
+    lr: float = 0.02
+    #: L2 weight decay (CoOp: 5e-4).
+    weight_decay: float = 5e-4
+    #: cosine over the planned steps (CoOp: cosine over 200 epochs).
+    schedule: str = "cosine"
+
+
+class CoOp(Descent):
+    """White-box CoOp, the upper bound: NOT black-box, it needs true gradients.
+
+    ask() returns the current context offset (ask_size 1); tell() takes
+    ``evaluation.gradients[0]`` from a glass-box oracle and steps Adam.
+
+    Example:
+        >>> import numpy as np
+        >>> from methods.base import Evaluation, SearchSpace
+        >>> method = CoOp(CoOpConfig(lr=0.1), SearchSpace(10), seed=0)
+        >>> target = np.ones(10)
+        >>> method.plan(50)
+        >>> for _ in range(50):
+        ...     z = method.ask()
+        ...     ev = Evaluation(losses=((z - target) ** 2).sum(1), gradients=2 * (z - target))
+        ...     method.tell(z, ev)
+        >>> bool(np.abs(method.recommend() - target).max() < 0.1)
+        True
+    """
+
+    name: ClassVar[str] = "coop"
+    black_box: ClassVar[bool] = False
+    needs_gradient: ClassVar[bool] = True
+
+    @property
+    def ask_size(self) -> int:
+        return 1
+
+    def _propose(self) -> np.ndarray:
+        return self.x[None, :].copy()
+
+    def _gradient(self, z: np.ndarray, evaluation: Evaluation, losses: np.ndarray) -> np.ndarray:
+        if evaluation.gradients is None:
+            raise ConfigError(f"{self.name}: tell() needs true gradients (a glass-box oracle)")
+        g = np.asarray(evaluation.gradients, dtype=np.float64)
+        if g.shape != (1, self.dim) or not np.isfinite(g).all():
+            raise ConfigError(
+                f"{self.name}: gradients must be finite, of shape (1, {self.dim}); got {g.shape}")
+        return g[0]
+
+
+def register_all(registry: Any) -> None:
+    """Register ``zip``, ``blackvip``, ``zero-shot`` and ``coop``."""
+    registry.register(
+        "zip", ZIPConfig, ZIP,
+        "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens in a 417-d random subspace")
+    registry.register("blackvip", BlackVIPConfig, BlackVIP,
+                      "BlackVIP-style SPSA-GC (q 5) on 5 visual prompt tokens")
+    registry.register("zero-shot", ZeroShotConfig, ZeroShot,
+                      "zero-shot CLIP with the hand-written template; no queries")
+    registry.register("coop", CoOpConfig, CoOp,
+                      "white-box CoOp (NOT black-box: true gradients, glass-box oracle), Adam")

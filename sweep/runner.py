@@ -1,0 +1,88 @@
+"""One method, one setting, one seed, on one oracle: the pieces wired together (no Ray).
+
+``build_run`` turns a method name and its hyperparameters into (method,
+objective, scorer) on a loaded model and few-shot task; ``run_once`` runs it.
+The sweep's trials and the comparison table both go through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import methods
+from methods.base import Method
+from sweep.budget import BudgetSpec
+from sweep.data import FewShot
+from sweep.loop import RunResult, SplitScorer, run_method
+from sweep.models import LoadedModel
+from sweep.objective import PromptObjective
+from sweep.oracle import ClipOracle
+from sweep.prompted import PromptLayout
+
+__all__ = ["DEFAULT_BUDGETS", "Run", "build_run", "run_once"]
+
+#: Each method's default budget (unit, limit), from its paper's protocol (METHODS.md).
+DEFAULT_BUDGETS: dict[str, tuple[str, int]] = {
+    # BPT-VLM: 3,600 candidate evaluations, its smallest published budget (Caltech101, Pets, Food101).
+    "bpt-vlm": ("candidate_evals", 3600),
+    "bpt-vlm-deep": ("candidate_evals", 3600),
+    "bpt-vlm-lmcmaes": ("candidate_evals", 3600),
+    "bpt-vlm-mmes": ("candidate_evals", 3600),
+    "bpt-vlm-lmmaes": ("candidate_evals", 3600),
+    # BBT: 8,000 calls of one candidate on the whole training set.
+    "bbt": ("candidate_evals", 8000),
+    # CBBT: 150 epochs of 32-image steps, 257 losses per step; on 16 shots x 10 classes
+    # that is 150 * 5 * 257 = 192,750 candidate evaluations on mini-batches.
+    "cbbt": ("candidate_evals", 192_750),
+    "cbbt-tip": ("candidate_evals", 192_750),
+    # ZIP: 5,000 calls of one mini-batch (<= 128 images); ZIP re-ran BlackVIP at the same budget.
+    "zip": ("calls", 5000),
+    "blackvip": ("calls", 5000),
+    # White-box CoOp (not black-box): 300 full-batch gradient steps.
+    "coop": ("candidate_evals", 300),
+    "zero-shot": ("candidate_evals", 0),
+}
+
+
+@dataclass
+class Run:
+    """Everything one run needs, built and ready."""
+
+    name: str
+    config: object
+    method: Method
+    oracle: ClipOracle
+    objective: PromptObjective
+    scorer: SplitScorer
+
+
+def layout_of(config) -> PromptLayout:
+    """The oracle's prompt layout from a method config (a methods.base.PromptConfig)."""
+    return PromptLayout(n_text=config.n_text, n_visual=config.n_visual, deep=config.deep,
+                        text_init=config.text_init)
+
+
+def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,
+              budget: BudgetSpec | None, seed: int) -> Run:
+    """Method ``name`` with hyperparameters ``params`` on ``model`` and ``task``, seeded."""
+    registry = methods.REGISTRY
+    config = registry.make_config(name, params or {})
+    method_cls = registry.entry(name).method_cls
+    if budget is None:
+        unit, limit = DEFAULT_BUDGETS.get(name, ("candidate_evals", 3600))
+        budget = BudgetSpec(unit=unit, limit=limit)
+    oracle = ClipOracle(model, task, layout_of(config), budget, glass_box=method_cls.needs_gradient)
+    objective = PromptObjective(oracle, config, seed)
+    method = registry.create(name, config, objective.space, seed)
+    scorer = SplitScorer(objective.evaluate_split, oracle.zero_shot)
+    return Run(name, config, method, oracle, objective, scorer)
+
+
+def run_once(run: Run, checkpoints: int = 8, on_checkpoint=None) -> RunResult:
+    """Run to the budget, seeding torch for methods that draw from it."""
+    torch.manual_seed(run.method.seed)
+    np.random.seed(run.method.seed % 2**32)
+    return run_method(run.method, run.objective, run.scorer, checkpoints, on_checkpoint)
