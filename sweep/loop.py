@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,9 @@ from methods.base import Evaluation, Method
 from sweep.budget import QueryCounts
 from sweep.objective import Objective, fits
 
-__all__ = ["CheckpointRecord", "RunResult", "SplitScorer", "checkpoint_schedule", "run_method"]
+__all__ = [
+    "CheckpointRecord", "RunResult", "SplitScorer", "checkpoint_schedule", "iter_run", "run_method",
+]
 
 
 @dataclass(frozen=True)
@@ -85,17 +87,18 @@ class SplitScorer:
         return float(np.mean(np.argmax(logits, axis=-1) == ev.labels))
 
 
-def run_method(method: Method, objective: Objective, scorer: SplitScorer | None = None,
-               checkpoints: int = 8,
-               on_checkpoint: Callable[[CheckpointRecord], None] | None = None) -> RunResult:
-    """Run ``method`` against ``objective`` until it stops or the budget is spent.
+def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = None,
+             checkpoints: int = 8) -> Iterator[CheckpointRecord]:
+    """Run ``method`` against ``objective``, yielding a record at each budget checkpoint.
+
+    The generator's return value (``StopIteration.value``) is the RunResult;
+    ``run_method`` collects it. A trial steps several seeds in lockstep with it.
 
     Args:
         method: a fresh method.
         objective: evaluates points and owns the budget.
         scorer: scores the recommendation on val/test at checkpoints (None: nan).
         checkpoints: number of budget checkpoints (the last is 100%, or the stop).
-        on_checkpoint: called with each record as it is made (e.g. to report to Ray Tune).
     """
     start = time.perf_counter()
     unit, limit = objective.budget.unit, objective.budget.limit
@@ -106,14 +109,13 @@ def run_method(method: Method, objective: Objective, scorer: SplitScorer | None 
     records: list[CheckpointRecord] = []
     last_loss = float("nan")
 
-    def record() -> None:
+    def record() -> CheckpointRecord:
         z = method.recommend()
         val, test = scorer(method, z) if scorer else (float("nan"), float("nan"))
         rec = CheckpointRecord(len(records), objective.used, last_loss, val, test,
                                time.perf_counter() - start)
         records.append(rec)
-        if on_checkpoint:
-            on_checkpoint(rec)
+        return rec
 
     reasons: dict[str, Any] = {}
     while True:
@@ -137,8 +139,22 @@ def run_method(method: Method, objective: Objective, scorer: SplitScorer | None 
         if levels and used >= levels[0]:
             while levels and used >= levels[0]:
                 levels.pop(0)
-            record()
+            yield record()
     if not records or records[-1].queries != objective.used:
-        record()
+        yield record()
     return RunResult(records, reasons, objective.used, method.recommend(),
                      time.perf_counter() - start)
+
+
+def run_method(method: Method, objective: Objective, scorer: SplitScorer | None = None,
+               checkpoints: int = 8,
+               on_checkpoint: Callable[[CheckpointRecord], None] | None = None) -> RunResult:
+    """Run ``method`` to its budget or stop (see ``iter_run``); ``on_checkpoint`` sees each record."""
+    run = iter_run(method, objective, scorer, checkpoints)
+    while True:
+        try:
+            rec = next(run)
+        except StopIteration as done:
+            return done.value
+        if on_checkpoint:
+            on_checkpoint(rec)

@@ -83,13 +83,13 @@ class PromptObjective:
         return self.oracle.used
 
     def cost(self, candidates: int, minibatch: int | None) -> QueryCounts:
-        m = len(self.oracle.task.train)
+        m = self.oracle.train_size
         return self.oracle.cost(candidates, m if minibatch is None else min(minibatch, m))
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
                  gradient: bool = False) -> Evaluation:
         text, visual = self.parametrisation.prompts(np.asarray(z, dtype=np.float64))
-        subset = _draw_subset(self._rng, len(self.oracle.task.train), minibatch)
+        subset = _draw_subset(self._rng, self.oracle.train_size, minibatch)
         if gradient:
             losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset)
             return Evaluation(losses=losses, gradients=self.parametrisation.pullback(g_text, g_visual))

@@ -39,6 +39,35 @@ __all__ = ["ClipOracle", "Evaluation"]
 _SPLITS = ("val", "test")
 
 
+def count_candidates(layout: PromptLayout, text_shape: tuple[int, ...], visual_shape: tuple[int, ...],
+                     text, visual) -> int:
+    """Check prompt arrays against the layout and return the number of candidates n.
+
+    Raises:
+        ModelError: a prompt is missing, unexpected, or of the wrong shape.
+    """
+    n = None
+    for name, value, shape, size in (("text", text, text_shape, layout.n_text),
+                                      ("visual", visual, visual_shape, layout.n_visual)):
+        if size == 0:
+            if value is not None and np.size(value) > 0:
+                raise ModelError(f"{name} prompts were given but the layout has n_{name} = 0")
+            continue
+        if value is None:
+            raise ModelError(f"the layout has {size} {name} tokens: {name} prompts are required")
+        got = tuple(value.shape)
+        if len(got) != len(shape) + 1 or got[1:] != shape:
+            raise ModelError(f"{name} prompts must have shape (n, {', '.join(map(str, shape))}); got {got}")
+        if n is not None and got[0] != n:
+            raise ModelError(f"text and visual prompts disagree on the number of candidates: {n} vs {got[0]}")
+        n = got[0]
+    if n is None:
+        raise ModelError("the layout has no prompt tokens: nothing to evaluate")
+    if n == 0:
+        raise ModelError("a request needs at least one candidate")
+    return n
+
+
 def _clipped_std(x: torch.Tensor, rounds: int = 5, k: float = 3.0) -> float:
     """Std of x after ``rounds`` of discarding entries beyond k standard deviations."""
     x = x.flatten().double()
@@ -134,6 +163,15 @@ class ClipOracle:
                     _clipped_std(h) for h in prompted.visual_hidden_states(images))
         return stats
 
+    @property
+    def train_size(self) -> int:
+        """Images in the k-shot training set (the default request size)."""
+        return len(self.task.train)
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
     def remaining(self) -> int | None:
         """Queries left in the budget's unit (None: unlimited)."""
         return self.budget.remaining(self.used)
@@ -150,31 +188,17 @@ class ClipOracle:
         return contextlib.nullcontext()
 
     def _as_prompts(self, text, visual) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
-        out, n = [], None
-        for name, value, shape, size in (("text", text, self.text_shape, self.layout.n_text),
-                                          ("visual", visual, self.visual_shape, self.layout.n_visual)):
-            if size == 0:
-                if value is not None and np.size(value) > 0:
-                    raise ModelError(f"{name} prompts were given but the layout has n_{name} = 0")
-                out.append(None)
-                continue
-            if value is None:
-                raise ModelError(f"the layout has {size} {name} tokens: {name} prompts are required")
-            t = torch.as_tensor(np.array(value, dtype=np.float32) if not torch.is_tensor(value) else value,
-                                dtype=torch.float32, device=self.device)
-            if t.ndim != len(shape) + 1 or tuple(t.shape[1:]) != shape:
-                raise ModelError(
-                    f"{name} prompts must have shape (n, {', '.join(map(str, shape))}); got {tuple(t.shape)}"
-                )
-            if n is not None and t.shape[0] != n:
-                raise ModelError(f"text and visual prompts disagree on the number of candidates: {n} vs {t.shape[0]}")
-            n = t.shape[0]
-            out.append(t)
-        if n is None:
-            raise ModelError("the layout has no prompt tokens: nothing to evaluate")
-        if n == 0:
-            raise ModelError("a request needs at least one candidate")
-        return out[0], out[1], n
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+
+        def tensor(value):
+            if value is None or np.size(value) == 0:
+                return None
+            if not torch.is_tensor(value):
+                value = np.array(value, dtype=np.float32)  # a copy: arrays from Ray are read-only
+            return torch.as_tensor(value, dtype=torch.float32, device=self.device)
+
+        return (tensor(text) if self.layout.n_text else None,
+                tensor(visual) if self.layout.n_visual else None, n)
 
     def _split(self, name: str) -> Split:
         return {"train": self.task.train, "val": self.task.val, "test": self.task.test}[name]

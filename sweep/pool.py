@@ -1,0 +1,258 @@
+"""The oracle pool: Ray actors that each hold a CLIP on their device, shared by all trials.
+
+``OraclePool`` starts the actors once per sweep (in the driver). A trial gets
+a ``PooledOracle``: the same interface as a local ``ClipOracle`` (a method
+cannot tell them apart), which splits each batch of candidates across the
+actors and gathers the results in order.
+
+Query accounting lives in ``PooledOracle``, in the trial's process: a request
+is checked against the budget and counted once, before it is dispatched. The
+actors count nothing. When an actor dies, Ray restarts it (``max_restarts``)
+and resubmits its lost tasks (``max_task_retries``); a retried task is not a
+new request, so nothing is counted twice and nothing is lost. Only numpy
+arrays (prompts, losses, features) cross the wire.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from methods.base import Evaluation
+from sweep.budget import BudgetSpec, QueryCounts
+from sweep.data import few_shot, load_dataset
+from sweep.errors import ConfigError, ModelError, PromptTuningError
+from sweep.models import ModelSpec, load_model
+from sweep.oracle import ClipOracle, count_candidates
+from sweep.prompted import PromptLayout
+
+__all__ = ["OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
+
+
+class PoolError(PromptTuningError, RuntimeError):
+    """An oracle actor is gone for good (it died more often than it may be restarted)."""
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """Which few-shot task an oracle serves; the actors build it from this alone."""
+
+    dataset: str
+    data_root: str | None
+    shots: int
+    seed: int
+
+
+class OracleServer:
+    """The body of an oracle actor: one model, an oracle per (task, layout), no budget."""
+
+    def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(model_spec, device)
+        self._datasets: dict[tuple[str, str | None], Any] = {}
+        self._oracles: dict[tuple[TaskKey, PromptLayout], ClipOracle] = {}
+
+    def _oracle(self, key: TaskKey, layout: PromptLayout) -> ClipOracle:
+        oracle = self._oracles.get((key, layout))
+        if oracle is None:
+            ds_key = (key.dataset, key.data_root)
+            if ds_key not in self._datasets:
+                self._datasets[ds_key] = load_dataset(key.dataset, key.data_root)
+            task = few_shot(self._datasets[ds_key], key.shots, key.seed)
+            oracle = self._oracles[(key, layout)] = ClipOracle(self.model, task, layout, BudgetSpec())
+        return oracle
+
+    def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
+        oracle = self._oracle(key, layout)
+        return {
+            "text_shape": oracle.text_shape,
+            "visual_shape": oracle.visual_shape,
+            "initial_text": oracle.initial_text(),
+            "initial_visual": oracle.initial_visual(),
+            "model_stats": oracle.model_stats(),
+            "train_size": oracle.train_size,
+            "num_classes": oracle.num_classes,
+            "split_sizes": {s: len(getattr(oracle.task, s)) for s in ("val", "test")},
+            "device": str(oracle.device),
+        }
+
+    def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,
+                 subset) -> Evaluation:
+        return self._oracle(key, layout).evaluate(text=text, visual=visual, features=features,
+                                                  subset=subset)
+
+    def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
+                       features: bool) -> Evaluation:
+        return self._oracle(key, layout).evaluate_split(split, text=text, visual=visual,
+                                                        features=features)
+
+    def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
+        return self._oracle(key, layout).zero_shot(split)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _concat(parts: list[Evaluation], features: bool) -> Evaluation:
+    """One Evaluation from the per-actor pieces of a batch, in candidate order."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    if not features:
+        return Evaluation(losses=cat("losses"), accuracies=cat("accuracies"))
+    first = parts[0]
+    # Without visual prompts every piece carries the same (1, m, D) image features.
+    images = first.image_features if first.image_features.shape[0] == 1 else cat("image_features")
+    return Evaluation(losses=cat("losses"), accuracies=cat("accuracies"),
+                      text_features=cat("text_features"), image_features=images,
+                      labels=first.labels, logit_scale=first.logit_scale)
+
+
+class OraclePool:
+    """Oracle actors started once per sweep; pass the pool (it pickles) to the trials.
+
+    Args:
+        model_spec: the model every actor loads.
+        actors: number of actors.
+        gpus_per_actor: GPUs each actor holds (0 on CPU-only machines).
+        cpus_per_actor: CPUs each actor reserves. On a CPU-only machine keep 0:
+            trials that hold CPUs while waiting for actors that also need CPUs
+            deadlock silently (TOOLCHAIN.md).
+        threads_per_actor: torch threads in each actor (default: cores / actors).
+        max_restarts: how often Ray may restart a dead actor (its lost tasks are retried).
+    """
+
+    def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
+                 cpus_per_actor: float = 0, threads_per_actor: int | None = None,
+                 max_restarts: int = 3) -> None:
+        import ray
+
+        if actors < 1:
+            raise ConfigError(f"a pool needs at least one actor; got {actors}")
+        if threads_per_actor is None and not gpus_per_actor:
+            threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
+        remote = ray.remote(OracleServer).options(
+            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
+            max_restarts=max_restarts, max_task_retries=max_restarts,
+        )
+        device = "cuda" if gpus_per_actor else "cpu"
+        self.model_spec = model_spec
+        self.actors = [remote.remote(model_spec, device, threads_per_actor) for _ in range(actors)]
+
+    def _get(self, refs):
+        import ray
+
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayActorError as exc:
+            raise PoolError(f"an oracle actor died and could not be restarted: {exc}") from exc
+
+    def call(self, method: str, *args) -> Any:
+        """Run ``method`` on one actor (for requests that need no split)."""
+        return self._get(getattr(self.actors[0], method).remote(*args))
+
+    def map_candidates(self, method: str, head: tuple, text, visual, tail: tuple, n: int,
+                       features: bool) -> Evaluation:
+        """Split n candidates into contiguous pieces, one per actor, and gather them in order.
+
+        Each actor runs ``method(*head, text_piece, visual_piece, *tail)``.
+        """
+        pieces = np.array_split(np.arange(n), min(n, len(self.actors)))
+        refs = []
+        for actor, idx in zip(self.actors, pieces):
+            sl = slice(int(idx[0]), int(idx[-1]) + 1)
+            refs.append(getattr(actor, method).remote(
+                *head, None if text is None else text[sl], None if visual is None else visual[sl], *tail))
+        return _concat(self._get(refs), features)
+
+    def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
+        return PooledOracle(self, key, layout, budget)
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+class PooledOracle:
+    """A trial's view of the pool, with ClipOracle's interface and its own budget."""
+
+    glass_box = False
+
+    def __init__(self, pool: OraclePool, key: TaskKey, layout: PromptLayout,
+                 budget: BudgetSpec | None = None) -> None:
+        self.pool = pool
+        self.key = key
+        self.layout = layout
+        self.budget = budget or BudgetSpec()
+        self.used = QueryCounts()
+        self.eval_used = QueryCounts()
+        self._info = pool.call("info", key, layout)
+
+    text_shape = property(lambda self: tuple(self._info["text_shape"]))
+    visual_shape = property(lambda self: tuple(self._info["visual_shape"]))
+    train_size = property(lambda self: int(self._info["train_size"]))
+    num_classes = property(lambda self: int(self._info["num_classes"]))
+    device = property(lambda self: self._info["device"])
+
+    def initial_text(self) -> np.ndarray:
+        return np.array(self._info["initial_text"])
+
+    def initial_visual(self) -> np.ndarray:
+        return np.array(self._info["initial_visual"])
+
+    def model_stats(self) -> dict[str, object]:
+        return dict(self._info["model_stats"])
+
+    def remaining(self) -> int | None:
+        return self.budget.remaining(self.used)
+
+    def cost(self, candidates: int, images: int | None = None) -> QueryCounts:
+        m = self.train_size if images is None else images
+        return QueryCounts.of_request(candidates, m, self.num_classes, self.budget.batch_size)
+
+    def evaluate(self, text=None, visual=None, *, features: bool = False, subset=None) -> Evaluation:
+        """Counted like ClipOracle.evaluate: checked and charged once, before dispatch."""
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+        if subset is not None:
+            subset = np.asarray(subset, dtype=np.int64)
+            if subset.ndim != 1 or len(subset) == 0 or subset.min() < 0 or subset.max() >= self.train_size:
+                raise ConfigError(f"subset must be a non-empty 1-d array of training indices "
+                                  f"in [0, {self.train_size})")
+        cost = self.cost(n, self.train_size if subset is None else len(subset))
+        self.budget.check(self.used, cost)
+        self.used = self.used + cost
+        return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
+                                        (features, subset), n, features)
+
+    def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False) -> Evaluation:
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+        if split not in self._info["split_sizes"]:
+            raise ConfigError(f"split must be one of {tuple(self._info['split_sizes'])}; got {split!r}")
+        ev = self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
+                                      _f32(visual), (features,), n, features)
+        self.eval_used = self.eval_used + QueryCounts.of_request(
+            n, self._info["split_sizes"][split], self.num_classes, self.budget.batch_size)
+        return ev
+
+    def zero_shot(self, split: str = "test") -> Evaluation:
+        ev = self.pool.call("zero_shot", self.key, self.layout, split)
+        self.eval_used = self.eval_used + QueryCounts.of_request(
+            1, self._info["split_sizes"].get(split, self.train_size), self.num_classes,
+            self.budget.batch_size)
+        return ev
+
+    def gradient(self, *args, **kwargs):
+        raise ModelError("gradient() needs a glass-box oracle: a local ClipOracle, not the pool")
+
+
+def _f32(x):
+    return None if x is None else np.ascontiguousarray(x, dtype=np.float32)
