@@ -1,0 +1,544 @@
+"""Hyperparameter search spaces: one computation-free define-by-run function per method.
+
+A space is a callable ``space(trial) -> dict`` in the form Ray Tune's
+``OptunaSearch(space=...)`` takes (Ray's ``optuna_define_by_run_example.py``):
+it calls ``trial.suggest_*`` for the hyperparameters it samples and returns
+the fixed ones as constants, so the trial's config is the full set of
+hyperparameters the sweep sets for that method. Optuna calls it for every
+trial, so it only draws numbers: every check (ranges, choices, the method's
+config validation) runs once, in ``make_space``.
+
+Spaces are conditional. A parameter may depend on another one, sampled or
+not: the visual subspace dimension exists only when the method has a visual
+prompt (``n_visual > 0``), SPSA's radius decay only for the SPSA estimators.
+
+Optuna names are the config field names (``sigma0``, ``q``), so one study
+per method is assumed; ``prefix`` gives ``<prefix><name>`` instead, for
+several methods in one study.
+
+The default ranges (``DEFAULT_SPACES``) are centred on each paper's published
+value (``reference/METHODS.md``); a sweep specification can replace a range
+or the choices of any config field, add a field, or fix it
+(``[methods.<name>.space]`` and ``[methods.<name>] params``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from methods import REGISTRY
+from methods.estimators import ESTIMATORS
+from sweep.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sweep.spec import SweepSpec
+
+__all__ = [
+    "DEFAULT_SPACES",
+    "OVERRIDE_KEYS",
+    "MethodSpace",
+    "Param",
+    "field_types",
+    "make_space",
+    "param_columns",
+    "sample_to_config",
+]
+
+#: Keys of a search-space override table: a numeric range, a set of choices, or one value.
+OVERRIDE_KEYS = ("low", "high", "log", "step", "choices", "value")
+
+_KINDS = ("float", "int", "categorical")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Param:
+    """One sampled hyperparameter: a numeric range or a set of choices.
+
+    Example:
+        >>> import optuna
+        >>> trial = optuna.trial.FixedTrial({"sigma0": 0.5})
+        >>> Param(name="sigma0", kind="float", low=0.1, high=2.0, log=True).suggest(trial)
+        0.5
+    """
+
+    #: the config field it sets; also its Optuna name (after the space's prefix).
+    name: str
+    #: "float" or "int" (a range), or "categorical" (``choices``).
+    kind: str
+    #: lower end of the range (inclusive); None for categorical.
+    low: float | None = None
+    #: upper end of the range (inclusive); None for categorical.
+    high: float | None = None
+    #: sample the range on a log scale (low must then be > 0).
+    log: bool = False
+    #: grid step of the range; None is continuous (float) or 1 (int).
+    step: float | None = None
+    #: the values of a categorical parameter (scalars Optuna can store).
+    choices: tuple[Any, ...] = ()
+    #: (field, predicate): sampled only if predicate(value of field) holds, the value
+    #: being the sampled one, else the fixed one, else the config default. Module-level
+    #: predicates keep the space picklable (Ray checkpoints its searcher).
+    when: tuple[str, Callable[[Any], bool]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ConfigError(
+                f"parameter {self.name}: kind must be one of {_KINDS}; got {self.kind!r}")
+        if self.kind == "categorical":
+            if not self.choices:
+                raise ConfigError(f"parameter {self.name}: a categorical parameter needs choices")
+        elif self.low is None or self.high is None or not self.low <= self.high:
+            raise ConfigError(
+                f"parameter {self.name}: a range needs low <= high; got {self.low!r}, {self.high!r}"
+            )
+
+    def suggest(self, trial: optuna.Trial, prefix: str = "") -> Any:
+        """Draw this parameter from ``trial`` under the Optuna name ``prefix + name``."""
+        name = prefix + self.name
+        if self.kind == "categorical":
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind == "int":
+            step = 1 if self.step is None else int(self.step)
+            return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)
+        return trial.suggest_float(
+            name, float(self.low), float(self.high), step=self.step, log=self.log
+        )
+
+    def extremes(self) -> tuple[Any, ...]:
+        """The values that bound what ``suggest`` can return: both ends, or every choice."""
+        if self.kind == "categorical":
+            return self.choices
+        return (self.low, self.high)
+
+
+# ---------------------------------------------------------------- conditions
+# Module-level so that spaces pickle by reference.
+
+
+def _positive(value: Any) -> bool:
+    return value is not None and value > 0
+
+
+def _is_spsa(estimator: Any) -> bool:
+    return estimator in ("spsa", "spsa_gc")
+
+
+def _is_spsa_gc(estimator: Any) -> bool:
+    return estimator == "spsa_gc"
+
+
+# ---------------------------------------------------------------- default spaces
+
+#: Subspace dimensions (BPT-VLM and BBT publish 500; smaller ones are cheaper for CMA-ES,
+#: whose covariance is d x d).
+_DIMS = (50, 100, 250, 500, 1000)
+_DIM_TEXT = Param(name="intrinsic_dim_text", kind="categorical", choices=_DIMS,
+                  when=("n_text", _positive))
+_DIM_VISUAL = Param(name="intrinsic_dim_visual", kind="categorical", choices=_DIMS,
+                    when=("n_visual", _positive))
+
+# Evolution strategies: step size around the published 1, population around 20-30.
+_SIGMA0 = Param(name="sigma0", kind="float", low=0.1, high=2.0, log=True)
+_POPSIZE = Param(name="popsize", kind="int", low=10, high=50, step=5)
+_CMA = (_SIGMA0, _POPSIZE, _DIM_TEXT, _DIM_VISUAL)
+# pypop7's ES configs name the same two settings differently.
+_PYPOP = (
+    Param(name="sigma", kind="float", low=0.1, high=2.0, log=True),
+    Param(name="n_individuals", kind="int", low=10, high=50, step=5),
+    _DIM_TEXT,
+    _DIM_VISUAL,
+)
+
+# Zeroth-order descent. A learning rate is Adam's step or SPSA's gain a of a_k = a / (k+o)^alpha;
+# published values are 0.002 (CBBT, Adam) and 0.01 (ZIP, BlackVIP, SPSA).
+_LR = Param(name="lr", kind="float", low=1e-4, high=1e-1, log=True)
+# Smoothing radius: CBBT's sphere default max(1/d, 1e-3), ZIP's and BlackVIP's c = 0.01.
+_MU = Param(name="mu", kind="float", low=1e-3, high=1e-1, log=True)
+# One-sided estimators spend q + 1 queries per step (CBBT publishes 256).
+_Q_DIRECTIONS = Param(name="q", kind="categorical", choices=(4, 8, 16, 32, 64, 128, 256))
+# SPSA spends 2q queries per step and publishes q = 5; 256 draws would be 512 queries a step.
+_Q_SPSA = Param(name="q", kind="categorical", choices=(1, 2, 5, 10, 20))
+# Radius decay c_k = c / k^gamma: Spall 0.101, ZIP 0.1, BlackVIP 0.2.
+_GAMMA = Param(name="gamma", kind="float", low=0.05, high=0.3, when=("estimator", _is_spsa))
+# Gradient-correction beta of SPSA-GC: BlackVIP 0.9, 0.3-0.95 on some data sets.
+_MOMENTUM = Param(name="momentum", kind="float", low=0.3, high=0.95,
+                  when=("estimator", _is_spsa_gc))
+
+_CBBT = (
+    # CBBT's one-sided family: the sphere estimator it publishes and its close relatives.
+    Param(name="estimator", kind="categorical",
+          choices=("sphere", "gaussian", "orthogonal", "antithetic")),
+    _Q_DIRECTIONS,
+    _MU,
+    _LR,
+    # The adapter is trained locally with AdamW (CBBT's Tip config: 1e-3).
+    Param(name="adapter_lr", kind="float", low=1e-4, high=1e-2, log=True),
+)
+_ZO = (
+    Param(name="estimator", kind="categorical", choices=tuple(sorted(ESTIMATORS))),
+    _Q_DIRECTIONS,
+    _MU,
+    _LR,
+    _GAMMA,
+    _MOMENTUM,
+)
+_ZIP = (
+    _Q_SPSA,
+    _MU,
+    _GAMMA,
+    _LR,
+    # ZIP's own 417 among the usual subspace dimensions.
+    Param(name="intrinsic_dim_text", kind="categorical", choices=(50, 100, 250, 417, 500, 1000),
+          when=("n_text", _positive)),
+)
+_BLACKVIP = (_Q_SPSA, _MU, _GAMMA, _MOMENTUM, _LR)
+
+#: Each registered method's default space. A method missing here samples nothing unless the
+#: sweep specification gives it a space.
+DEFAULT_SPACES: Mapping[str, tuple[Param, ...]] = MappingProxyType({
+    "bpt-vlm": _CMA,
+    "bpt-vlm-deep": _CMA,
+    "bbt": _CMA,
+    "bpt-vlm-lmcmaes": _PYPOP,
+    "bpt-vlm-mmes": _PYPOP,
+    "bpt-vlm-lmmaes": _PYPOP,
+    "cbbt": _CBBT,
+    "cbbt-tip": _CBBT,
+    "zo": _ZO,
+    "zip": _ZIP,
+    "blackvip": _BLACKVIP,
+    # White-box CoOp: its Adam learning rate only (published 0.002 for SGD; 0.02 here).
+    "coop": (_LR,),
+    # Zero-shot has no hyperparameters.
+    "zero-shot": (),
+})
+
+
+# ---------------------------------------------------------------- field types
+
+
+def _tag(annotation: Any) -> str | None:
+    """The column type of a config field: float, int, str or bool; None if not a scalar."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        tags = {_tag(a) for a in typing.get_args(annotation) if a is not type(None)}
+        return tags.pop() if len(tags) == 1 else None
+    return {bool: "bool", int: "int", float: "float", str: "str"}.get(annotation)
+
+
+def field_types(method: str) -> dict[str, str | None]:
+    """Every config field of ``method`` with its type tag (None: not a scalar, cannot be swept).
+
+    Raises:
+        ConfigError: ``method`` is not registered.
+    """
+    cls = REGISTRY.entry(method).config_cls
+    hints = typing.get_type_hints(cls)
+    return {f.name: _tag(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _defaults(method: str) -> dict[str, Any]:
+    return dataclasses.asdict(REGISTRY.make_config(method, {}))
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             list: "an array", dict: "a table"}
+    return f"{value!r} ({kinds.get(type(value), type(value).__name__)})"
+
+
+def _coerce(value: Any, tag: str | None, key: str) -> Any:
+    """``value`` as a field of type ``tag`` (an integer for a float field becomes a float)."""
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }.get(tag or "", False)
+    if not ok:
+        expected = {"bool": "a boolean", "int": "an integer", "float": "a number",
+                    "str": "a string"}.get(tag or "", "a scalar")
+        raise ConfigError(f"{key}: expected {expected}; got {_describe(value)}")
+    if tag == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number; got {value!r}")
+    return value
+
+
+def _unknown(what: str, name: str, valid: list[str], key: str, of: str = "") -> ConfigError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
+    return ConfigError(f"{key}: unknown {what} {name!r}{of}{hint}")
+
+
+def _check_config(method: str, values: Mapping[str, Any], key: str) -> None:
+    """Build the config of ``values`` so that its own validation speaks, under ``key``."""
+    try:
+        REGISTRY.make_config(method, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+# ---------------------------------------------------------------- the space
+
+
+@dataclass(frozen=True)
+class MethodSpace:
+    """The define-by-run search space of one method: call it with an Optuna trial.
+
+    ``space(trial)`` samples ``params`` in order (skipping those whose condition
+    fails) and returns ``fixed``, both under ``prefix``; Ray Tune merges the two
+    into the trial's config. ``hyperparameters(config)`` recovers the method's
+    hyperparameters from such a config.
+
+    Example:
+        >>> import optuna
+        >>> space = make_space("cbbt", {"q": {"choices": [8]}}, {"lr": 0.01})
+        >>> study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        >>> trial = study.ask()
+        >>> fixed = space(trial)
+        >>> trial.params["q"], fixed
+        (8, {'lr': 0.01})
+    """
+
+    #: the registered method this space is for.
+    method: str
+    #: the parameters that may be sampled, in sampling order.
+    params: tuple[Param, ...]
+    #: hyperparameters fixed for every trial (from params and ``value`` overrides).
+    fixed: dict[str, Any]
+    #: prefix of every Optuna name and config key ("" for one study per method).
+    prefix: str = ""
+    #: config defaults updated by ``fixed``: what conditions see before sampling.
+    base: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        values = dict(self.base)
+        for param in self.params:
+            if param.when is not None:
+                depends, predicate = param.when
+                if not predicate(values.get(depends)):
+                    continue
+            values[param.name] = param.suggest(trial, self.prefix)
+        return {self.prefix + k: v for k, v in self.fixed.items()}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every hyperparameter a trial may set: the sampled ones, then the fixed ones."""
+        return tuple(p.name for p in self.params) + tuple(self.fixed)
+
+    @property
+    def samples_nothing(self) -> bool:
+        """True when every trial of this space has the same settings."""
+        return not self.params
+
+    def hyperparameters(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """This method's hyperparameters in a trial's ``config`` (other keys are ignored)."""
+        out = {}
+        for name in self.names:
+            if self.prefix + name in config:
+                out[name] = config[self.prefix + name]
+        return out
+
+
+def _override(name: str, current: Param | None, table: Any, key: str,
+              tag: str | None) -> Param | tuple[str, Any]:
+    """A parameter replaced by an override table, or ("value", v) when the table fixes it."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f"{key}: expected a table of {', '.join(OVERRIDE_KEYS)}; got {_describe(table)}")
+    for k in table:
+        if k not in OVERRIDE_KEYS:
+            raise _unknown("key", k, list(OVERRIDE_KEYS), f"{key}.{k}")
+    if not table:
+        raise ConfigError(f"{key}: an override needs low/high, choices or value")
+    if "value" in table:
+        if len(table) > 1:
+            raise ConfigError(f"{key}: value fixes the parameter; give no other key with it")
+        return ("value", _coerce(table["value"], tag, f"{key}.value"))
+    if "choices" in table:
+        extra = sorted(set(table) - {"choices"})
+        if extra:
+            raise ConfigError(f"{key}.{extra[0]}: choices replace the range; give no {extra[0]}")
+        choices = table["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(
+                f"{key}.choices: expected a non-empty array; got {_describe(choices)}")
+        coerced = tuple(_coerce(c, tag, f"{key}.choices") for c in choices)
+        if len(set(coerced)) != len(coerced):
+            raise ConfigError(f"{key}.choices: values repeat: {choices!r}")
+        when = current.when if current is not None else None
+        return Param(name=name, kind="categorical", choices=coerced, when=when)
+    # A numeric range, completed from the current range when that is one.
+    if tag not in ("int", "float"):
+        kind = {"str": "string", "bool": "boolean"}.get(tag or "", "non-scalar")
+        raise ConfigError(f"{key}: a {kind} parameter takes choices or value, not a range")
+    numeric = current if current is not None and current.kind != "categorical" else None
+    bounds = {}
+    for end in ("low", "high"):
+        if end in table:
+            bounds[end] = _coerce(table[end], tag, f"{key}.{end}")
+        elif numeric is not None:
+            bounds[end] = numeric.low if end == "low" else numeric.high
+        else:
+            raise ConfigError(f"{key}.{end}: required (this parameter has no default range)")
+    log = table.get("log", numeric.log if numeric else False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{key}.log: expected a boolean; got {_describe(log)}")
+    step = table.get("step", numeric.step if numeric and "log" not in table else None)
+    if step is not None:
+        step = _coerce(step, tag, f"{key}.step")
+        if not step > 0:
+            raise ConfigError(f"{key}.step: must be > 0; got {step!r}")
+    low, high = bounds["low"], bounds["high"]
+    if not low <= high:
+        raise ConfigError(f"{key}.low: must be <= high ({high!r}); got {low!r}")
+    if log and not low > 0:
+        raise ConfigError(f"{key}.low: a log range needs low > 0; got {low!r}")
+    if log and step is not None and not (tag == "int" and step == 1):
+        raise ConfigError(f"{key}.step: Optuna samples a log range without a step; got {step!r}")
+    if step is not None and tag == "int" and (high - low) % step:
+        origin = "" if "step" in table else " (the default range's step)"
+        raise ConfigError(
+            f"{key}.step: high - low = {high - low} is not a multiple of {step}{origin}")
+    when = current.when if current is not None else None
+    return Param(name=name, kind=tag, low=low, high=high, log=log, step=step, when=when)
+
+
+def make_space(method: str, overrides: Mapping[str, Any] | None = None,
+               fixed: Mapping[str, Any] | None = None, *, where: str | None = None,
+               prefix: str = "") -> MethodSpace:
+    """The search space of ``method``: its default space, with ``fixed`` and ``overrides`` applied.
+
+    Every check happens here, once: unknown fields, types, ranges, and the
+    method config's own validation at every end of every range and every
+    choice (combined with ``fixed``), so that sampled values are valid configs.
+
+    Args:
+        method: A registered method name.
+        overrides: Field name -> override table: ``{low, high, log, step}`` (a range; missing
+            keys come from the default range), ``{choices = [...]}``, or ``{value = v}`` (fix).
+        fixed: Field name -> value, fixed for every trial (removed from the space).
+        where: Dotted key of the method's section, for messages (default ``methods.<method>``).
+        prefix: Prefix of the Optuna names and config keys.
+
+    Returns:
+        The space, a picklable callable for ``OptunaSearch(space=...)``.
+
+    Raises:
+        ConfigError: a message naming the dotted key (``<where>.params.<field>`` or
+            ``<where>.space.<field>.<key>``) and the problem.
+    """
+    where = where or f"methods.{method}"
+    if method not in REGISTRY:
+        raise _unknown("method", method, REGISTRY.names(), where)
+    tags = field_types(method)
+    fixed_values: dict[str, Any] = {}
+    for name, value in (fixed or {}).items():
+        key = f"{where}.params.{name}"
+        if name not in tags:
+            raise _unknown("hyperparameter", name, list(tags), key, f" of {method}")
+        fixed_values[name] = _coerce(value, tags[name], key)
+        _check_config(method, {name: fixed_values[name]}, key)
+    _check_config(method, fixed_values, f"{where}.params")
+
+    params = {p.name: p for p in DEFAULT_SPACES.get(method, ()) if p.name not in fixed_values}
+    for name, table in (overrides or {}).items():
+        key = f"{where}.space.{name}"
+        if name not in tags:
+            raise _unknown("hyperparameter", name, list(tags), key, f" of {method}")
+        if name in fixed_values:
+            raise ConfigError(f"{key}: {name} is fixed by {where}.params; give one of the two")
+        if tags[name] is None:
+            raise ConfigError(f"{key}: {name} is not a scalar and cannot be searched")
+        result = _override(name, params.get(name), table, key, tags[name])
+        if isinstance(result, Param):
+            params[name] = result
+        else:
+            params.pop(name, None)
+            fixed_values[name] = result[1]
+            _check_config(method, fixed_values, f"{key}.value")
+
+    base = {**_defaults(method), **fixed_values}
+    kept = []
+    for param in params.values():
+        key = f"{where}.space.{param.name}"
+        if param.when is not None:
+            depends, predicate = param.when
+            # A condition on a value no trial samples is decided now, once.
+            if depends not in params and not predicate(base.get(depends)):
+                if param.name in (overrides or {}):
+                    raise ConfigError(
+                        f"{key}: never sampled, since {method} has {depends} = "
+                        f"{base.get(depends)!r}")
+                continue
+        for value in param.extremes():
+            end = "choices" if param.kind == "categorical" else _end(param, value)
+            _check_config(method, {**fixed_values, param.name: value}, f"{key}.{end}")
+        kept.append(param)
+    return MethodSpace(method, tuple(kept), fixed_values, prefix, base)
+
+
+def _end(param: Param, value: Any) -> str:
+    return "low" if value == param.low else "high"
+
+
+def sample_to_config(method: str, sampled: Mapping[str, Any],
+                     fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The hyperparameters of one trial: ``fixed`` and ``sampled`` merged, checked by the config.
+
+    Args:
+        method: A registered method name.
+        sampled: What the space drew (plain field names).
+        fixed: The space's fixed hyperparameters; a key in both must have the same value.
+
+    Returns:
+        A plain dict (JSON-able, for the results' ``config_json``); ``REGISTRY.make_config(method,
+        result)`` builds the config from it.
+
+    Raises:
+        ConfigError: the two disagree, or the config rejects the merged values.
+    """
+    merged = dict(fixed or {})
+    for name, value in sampled.items():
+        if name in merged and merged[name] != value:
+            raise ConfigError(
+                f"{method}: {name} is fixed at {merged[name]!r} but was sampled as {value!r}")
+        merged[name] = value
+    REGISTRY.make_config(method, merged)
+    return merged
+
+
+def param_columns(spec: SweepSpec) -> dict[str, str]:
+    """Each hyperparameter a method of ``spec`` samples or fixes -> "float", "int", "str", "bool".
+
+    Names are config field names, shared across methods (one ``param_<name>``
+    column each); an int field and a float field of the same name give "float".
+
+    Raises:
+        ConfigError: two methods use one name for fields of incompatible types.
+    """
+    columns: dict[str, str] = {}
+    for method in spec.search.methods:
+        tags = field_types(method)
+        for name in spec.space(method).names:
+            tag = tags[name] or "str"
+            seen = columns.get(name)
+            if seen is None or seen == tag:
+                columns[name] = tag
+            elif {seen, tag} == {"int", "float"}:
+                columns[name] = "float"
+            else:
+                raise ConfigError(
+                    f"hyperparameter {name!r} is {seen} in one method and {tag} in {method}")
+    return columns
