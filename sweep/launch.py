@@ -1,39 +1,56 @@
-"""Entry point of the main job: ``python -m sweep.launch``.
+"""The main job: ``python -m sweep.launch [SPEC] [--address ADDR] [--resume] [--smoke-test] [--dry-run]``.
 
-The distributed sweep (Ray Tune over oracle actors) is not built yet (issue
-4). Until then, with no arguments this evaluates the embedded default: the
-tiny CLIP's zero-shot accuracy on the digits task with its hand-written
-template, on validation and test, through the oracle's evaluation channel.
+With no SPEC, the embedded default (sweeps/default.toml): a small complete
+sweep on the tiny CLIP and the digits, on a private local Ray instance. On a
+cluster, ``--address auto`` joins the running Ray cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 
-from sweep.data import few_shot, load_dataset
-from sweep.models import ModelSpec, load_model
-from sweep.oracle import ClipOracle
-from sweep.prompted import PromptLayout
+from sweep.errors import PromptTuningError
+
+
+def _smoke(spec):
+    """A few seconds' worth of the same sweep: one seed, one setting, a tiny budget."""
+    budget = dataclasses.replace(spec.budget, limit=min(spec.budget.limit, 120))
+    methods = tuple(dataclasses.replace(m, samples=1, budget=None) for m in spec.methods)
+    return dataclasses.replace(
+        spec, name=f"{spec.name}-smoke", budget=budget, methods=methods,
+        data=dataclasses.replace(spec.data, seeds=spec.data.seeds[:1]),
+        search=dataclasses.replace(spec.search, samples=1))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweep.launch", description=__doc__.splitlines()[0])
-    parser.add_argument("spec", nargs="?", help="sweep specification (TOML); not supported yet")
-    parser.add_argument("--shots", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("spec", nargs="?", help="sweep specification (TOML); default: the embedded default")
+    parser.add_argument("--address", default=None, help="join a Ray cluster ('auto' on a cluster node)")
+    parser.add_argument("--resume", action="store_true", help="complete an interrupted sweep")
+    parser.add_argument("--smoke-test", action="store_true", help="one seed, one setting, a tiny budget")
+    parser.add_argument("--dry-run", action="store_true", help="check the spec and print the plan only")
+    parser.add_argument("--results", default="results", help="results root (default: results/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.spec:
-        parser.error("sweep specifications are not supported yet; run without arguments")
-    model = load_model(ModelSpec())
-    task = few_shot(load_dataset("digits"), args.shots, args.seed)
-    oracle = ClipOracle(model, task, PromptLayout(n_text=0))
-    print(f"embedded default: model {model.spec.label} on {model.device}, data set {task.dataset}, "
-          f"{args.shots} shots, seed {args.seed}")
-    for split in ("val", "test"):
-        ev = oracle.zero_shot(split)
-        print(f"zero-shot {split:>4}: accuracy {ev.accuracies[0]:.2%}  loss {ev.losses[0]:.4f}  "
-              f"({len(getattr(task, split))} images, template {task.template!r})")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if args.spec is None else None
+    try:
+        from sweep.spec import load_spec
+        from sweep.tuning import plan_sweep, run_sweep
+
+        spec = load_spec(args.spec)
+        if args.smoke_test:
+            spec = _smoke(spec)
+        if args.dry_run:
+            print(plan_sweep(spec, args.results, args.resume).describe())
+            return 0
+        run_sweep(spec, address=args.address, resume=args.resume, results_root=args.results,
+                  progress=not args.quiet)
+    except PromptTuningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

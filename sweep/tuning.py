@@ -1,0 +1,263 @@
+"""The sweep driver: Ray, the oracle pool, one Ray Tune run per (data set, shots, method), results.
+
+For every data set, shot count and method of the specification, a
+``tune.Tuner`` runs ``samples`` settings chosen by Optuna (TPE, seeded) over
+the method's search space, ``concurrency`` at a time; each trial runs every
+seed of its setting in lockstep (``sweep.trainable``). Trials only report;
+``ResultsCallback``, in the driver, turns each finished trial into one row
+per seed and writes the part files. Selection uses validation accuracy only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from sweep.errors import ConfigError
+from sweep.loop import CheckpointRecord
+from sweep.pool import OraclePool
+from sweep.results import ResultsWriter, TrialRecord, load_results, remove_incomplete, scan
+from sweep.spaces import param_columns, sample_to_config
+from sweep.spec import SweepSpec
+from sweep.trainable import TrialSetting, tune_trainable
+
+__all__ = ["SweepPlan", "plan_sweep", "run_sweep", "start_ray"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One Tune run: a method on a data set at a shot count."""
+
+    method: str
+    dataset: str
+    shots: int
+    samples: int  # settings still to run
+    offset: int  # settings already complete (from an earlier, interrupted run)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.method}-{self.dataset}-{self.shots}shot"
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    results_dir: Path
+    groups: list[Group] = field(default_factory=list)
+
+    @property
+    def trials(self) -> int:
+        """Result rows still to come (settings x seeds)."""
+        return sum(g.samples for g in self.groups) * len(self.spec.data.seeds)
+
+    def describe(self) -> str:
+        lines = [f"sweep {self.spec.name!r} -> {self.results_dir}"]
+        for g in self.groups:
+            b = self.spec.budget_for(g.method)
+            done = f" ({g.offset} done)" if g.offset else ""
+            lines.append(f"  {g.tag}: {g.samples} settings{done} x {len(self.spec.data.seeds)} seeds, "
+                         f"budget {b.limit:,} {b.unit}, {b.checkpoints} checkpoints")
+        lines.append(f"  {self.trials} trials to run")
+        return "\n".join(lines)
+
+
+def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bool = False) -> SweepPlan:
+    """What remains to run. Refuses to overwrite a sweep's results unless resuming."""
+    results_dir = spec.results_dir(results_root)
+    done: dict[tuple[str, str, int], int] = {}
+    if results_dir.exists():
+        state = scan(results_dir)
+        if state.complete and not resume:
+            raise ConfigError(
+                f"{results_dir} already holds {len(state.complete)} trials; "
+                "pass --resume to complete it, or give the sweep another name")
+        if state.complete:
+            trials, _ = load_results(results_dir)
+            for (m, d, s), rows in trials.groupby(["method", "dataset", "shots"]):
+                done[(m, d, int(s))] = rows["sample_id"].nunique()
+    plan = SweepPlan(spec, results_dir)
+    for dataset in spec.data.datasets:
+        for shots in spec.data.shots:
+            for method in spec.search.methods:
+                have = done.get((method, dataset, shots), 0)
+                todo = spec.samples_for(method) - have
+                if todo > 0:
+                    plan.groups.append(Group(method, dataset, shots, todo, have))
+    return plan
+
+
+def start_ray(address: str | None = None) -> None:
+    """Join a cluster (``address``), or start a private local Ray on the loopback address."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+                 _node_ip_address="127.0.0.1", log_to_driver=False,
+                 object_store_memory=512 * 1024 * 1024)
+
+
+class ResultsCallback:
+    """Driver side: keeps each trial's latest report, writes its rows when it ends; shows progress."""
+
+    def __init__(self, writer: ResultsWriter, spec: SweepSpec, group: Group, bar: tqdm,
+                 progress: dict[str, Any]) -> None:
+        self.writer, self.spec, self.group, self.bar, self.progress = writer, spec, group, bar, progress
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.index: dict[str, int] = {}
+        self.space = spec.space(group.method)
+
+    def _index(self, trial) -> int:
+        # Settings are numbered in the order Tune creates them, after those already done:
+        # deterministic ids, so two runs of one spec give the same tables.
+        if trial.trial_id not in self.index:
+            self.index[trial.trial_id] = self.group.offset + len(self.index)
+        return self.index[trial.trial_id]
+
+    def on_trial_result(self, trial, result: dict[str, Any]) -> None:
+        self._index(trial)
+        self.latest[trial.trial_id] = result
+
+    def on_trial_end(self, trial, error: str | None) -> None:
+        result = self.latest.get(trial.trial_id, {})
+        sample_id = f"{self.group.tag}-{self._index(trial):03d}"
+        sampled = self.space.hyperparameters(trial.config)
+        params = sample_to_config(self.group.method, sampled)
+        outcomes = result.get("outcomes") or [
+            {"seed": s, "status": "failed", "records": []} for s in self.spec.data.seeds]
+        budget = self.spec.budget_for(self.group.method)
+        for out in outcomes:
+            status = {"ok": "completed", "failed": "failed"}.get(out["status"], "stopped")
+            if error and status != "completed":
+                status = "failed"
+            records = [CheckpointRecord(r["checkpoint"], _counts(r), r["train_loss"], r["val_acc"],
+                                        r["test_acc"], r["wall_s"]) for r in out["records"]]
+            identity = dict(
+                trial_id=f"{sample_id}-s{out['seed']}", sweep=self.spec.name, sample_id=sample_id,
+                method=self.group.method, model=self.spec.model.to_model_spec().label,
+                dataset=self.group.dataset, shots=self.group.shots, seed=out["seed"],
+                budget_unit=budget.unit, budget=budget.limit, params=params,
+                estimator=params.get("estimator"), device=out.get("device"),
+                started_at=out.get("started_at") or time.time(),
+                config={"method": self.group.method, "params": params, "budget": budget.limit,
+                        "unit": budget.unit, "dataset": self.group.dataset, "shots": self.group.shots,
+                        "seed": out["seed"], "model": self.spec.model.to_model_spec().label},
+            )
+            queries = records[-1].queries if records else _counts({})
+            if status == "failed":
+                record = TrialRecord.from_failure(out.get("error") or error or "trial failed",
+                                                  queries=queries, checkpoints=records, **identity)
+            else:
+                record = TrialRecord(status=status, queries=queries, checkpoints=records,
+                                     stop_reasons=out.get("stop_reasons") or {},
+                                     wall_s=out.get("wall_s"), **identity)
+            self.writer.write(record)
+            self.progress["queries"] += queries[budget.unit]
+            if records and records[-1].val_acc == records[-1].val_acc:  # not nan
+                self.progress["best_val"] = max(self.progress["best_val"], records[-1].val_acc)
+            self.progress["failed"] += status == "failed"
+            self.bar.update(1)
+        self.bar.set_postfix(best_val=f"{self.progress['best_val']:.1%}",
+                             queries=f"{self.progress['queries']:,}", failed=self.progress["failed"])
+
+
+def _counts(row: dict[str, Any]):
+    from sweep.budget import UNITS, QueryCounts
+
+    return QueryCounts(*(int(row.get(f"queries_{u}", 0)) for u in UNITS))
+
+
+def _tune_callback(inner: ResultsCallback):
+    """A Ray Tune Callback that forwards to ``inner`` (defined late: importing ray is slow)."""
+    from ray import tune
+
+    class _Forward(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            inner.on_trial_result(trial, result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            inner.on_trial_end(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            err = trial.get_error()
+            inner.on_trial_end(trial, str(err).strip().splitlines()[-1] if err else "trial errored")
+
+    return _Forward()
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
+              results_root: str | Path = "results", progress: bool = True) -> Path:
+    """Run the sweep of ``spec`` to completion; returns its results folder."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    plan = plan_sweep(spec, results_root, resume)
+    if resume and plan.results_dir.exists():
+        state = scan(plan.results_dir)
+        print(state.summary())
+        remove_incomplete(plan.results_dir, state.incomplete)
+    print(plan.describe())
+    if not plan.groups:
+        return plan.results_dir
+    writer = ResultsWriter(Path(results_root), spec.name, param_columns(spec))
+    start_ray(address)
+    pool = OraclePool(spec.model.to_model_spec(), spec.resources.actors,
+                      gpus_per_actor=spec.resources.gpus_per_actor,
+                      cpus_per_actor=spec.resources.cpus_per_actor)
+    bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
+    counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
+    try:
+        for group in plan.groups:
+            budget = spec.budget_for(group.method)
+            space = spec.space(group.method)
+            base = TrialSetting(group.method, {}, group.dataset, spec.data.root, group.shots,
+                                tuple(spec.data.seeds), budget.to_budget_spec(), budget.checkpoints)
+            context = {"pool": pool, "base": base, "fixed": dict(space.fixed)}
+            if space.samples_nothing:
+                search_alg, param_space = None, dict(space.fixed)
+            else:
+                # Seeded per group and by how many settings already exist, so a resumed
+                # sweep draws new settings rather than repeating the first ones.
+                seed = zlib.crc32(f"{spec.search.seed}/{group.tag}/{group.offset}".encode())
+                sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.sampler == "tpe"
+                           else optuna.samplers.RandomSampler(seed=seed))
+                search_alg = OptunaSearch(space=space, metric="val_acc", mode="max", sampler=sampler)
+                param_space = None
+            scheduler = FIFOScheduler()
+            if spec.search.scheduler == "asha":
+                scheduler = ASHAScheduler(time_attr="queries", max_t=budget.limit,
+                                          grace_period=max(1, int(spec.search.grace_fraction * budget.limit)),
+                                          reduction_factor=spec.search.reduction_factor)
+            callback = ResultsCallback(writer, spec, group, bar, counters)
+            tuner = tune.Tuner(
+                tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
+                param_space=param_space,
+                tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=search_alg,
+                                            scheduler=scheduler, num_samples=group.samples,
+                                            max_concurrent_trials=spec.resources.concurrency),
+                run_config=tune.RunConfig(name=group.tag, storage_path=str(plan.results_dir.resolve() / ".tune"),
+                                          verbose=0, callbacks=[_tune_callback(callback)]),
+            )
+            tuner.fit()
+    finally:
+        bar.close()
+        pool.shutdown()
+    print(f"done: {plan.trials} trials, {counters['failed']} failed, {counters['queries']:,} queries; "
+          f"results in {plan.results_dir}")
+    return plan.results_dir
