@@ -38,6 +38,9 @@ class ModelSpec:
     pretrained: str | None = None
     #: path of a local state-dict file for the architecture ``name``.
     checkpoint: str | None = None
+    #: path of an open_clip model config (JSON) defining ``name``, for architectures
+    #: open_clip does not ship; registered in every process that loads the model.
+    config: str | None = None
 
     def __post_init__(self) -> None:
         if self.pretrained and self.checkpoint:
@@ -121,6 +124,14 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
     import open_clip  # deferred: importing open_clip costs seconds
 
     _register_embedded(open_clip)
+    if spec.config:
+        path = Path(spec.config)
+        if not path.is_file():
+            raise ModelError(f"model config {path} does not exist or is not a file")
+        if path.stem != spec.name:
+            raise ModelError(f"model config {path} defines {path.stem!r}, not {spec.name!r}")
+        if spec.name not in open_clip.list_models():
+            open_clip.add_model_config(path)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     known = open_clip.list_models()
     if spec.name not in known:

@@ -78,3 +78,15 @@ def make_task(num_classes: int = 3, shots: int = 4, seed: int = 0) -> FewShot:
 @pytest.fixture(scope="session")
 def task() -> FewShot:
     return make_task()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session: 2 CPUs, loopback, no dashboard."""
+    from sweep.tuning import start_ray
+
+    import ray
+
+    start_ray()
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,99 @@
+"""The oracle pool on Ray: same answers and counts as a local oracle, split in order, survives actor loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweep.budget import BudgetSpec, QueryCounts
+from sweep.errors import BudgetExceededError, ModelError
+from sweep.models import ModelSpec
+from sweep.oracle import ClipOracle
+from sweep.pool import OraclePool, TaskKey
+from sweep.prompted import PromptLayout
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+KEY = TaskKey("digits", None, 4, 1)
+LAYOUT = PromptLayout(n_text=2, n_visual=2)
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_configs, tiny_vit, tmp_path_factory) -> ModelSpec:
+    # A checkpoint, so that the actors and the local oracle hold the same weights.
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(tiny_vit.model.state_dict(), path)
+    return ModelSpec(name="test-tiny-vit", config=tiny_configs["test-tiny-vit"], checkpoint=str(path))
+
+
+@pytest.fixture(scope="module")
+def pool(ray_session, spec):
+    p = OraclePool(spec, actors=2, threads_per_actor=1)
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local(spec):
+    from sweep.data import few_shot, load_dataset
+    from sweep.models import load_model
+
+    return ClipOracle(load_model(spec, "cpu"), few_shot(load_dataset("digits"), 4, 1), LAYOUT)
+
+
+def _prompts(oracle, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 0.05, (n, *oracle.text_shape)).astype(np.float32),
+            rng.normal(0, 0.5, (n, *oracle.visual_shape)).astype(np.float32))
+
+
+def test_pooled_answers_equal_local_ones_in_order(pool, local):
+    pooled = pool.oracle(KEY, LAYOUT)
+    text, visual = _prompts(local, 5)
+    a = pooled.evaluate(text=text, visual=visual, features=True)
+    b = local.evaluate(text=text, visual=visual, features=True)
+    np.testing.assert_allclose(a.losses, b.losses, atol=1e-5)
+    np.testing.assert_allclose(a.text_features, b.text_features, atol=1e-5)
+    np.testing.assert_allclose(a.image_features, b.image_features, atol=1e-5)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert pooled.used == QueryCounts.of_request(5, local.train_size, local.num_classes, 128)
+
+
+def test_pool_interface_matches_the_local_oracle(pool, local):
+    pooled = pool.oracle(KEY, LAYOUT)
+    assert pooled.text_shape == local.text_shape and pooled.visual_shape == local.visual_shape
+    assert pooled.train_size == local.train_size and pooled.num_classes == local.num_classes
+    np.testing.assert_array_equal(pooled.initial_text(), local.initial_text())
+    for name, value in local.model_stats().items():
+        np.testing.assert_allclose(pooled.model_stats()[name], value, rtol=1e-6)
+    with pytest.raises(ModelError, match="glass-box"):
+        pooled.gradient(text=local.initial_text()[None])
+
+
+def test_budget_is_checked_before_dispatch(pool, local):
+    per = QueryCounts.of_request(1, local.train_size, local.num_classes, 128).images
+    pooled = pool.oracle(KEY, LAYOUT, BudgetSpec(unit="images", limit=3 * per))
+    text, visual = _prompts(local, 4)
+    with pytest.raises(BudgetExceededError):
+        pooled.evaluate(text=text, visual=visual)
+    assert pooled.used == QueryCounts()
+    pooled.evaluate(text=text[:3], visual=visual[:3])
+    assert pooled.used.images == 3 * per and pooled.remaining() == 0
+    val = pooled.evaluate_split("val", text=text, visual=visual)  # never against the budget
+    assert val.losses.shape == (4,) and pooled.used.images == 3 * per
+
+
+def test_an_actor_that_dies_is_replaced_and_its_work_resubmitted(pool, local):
+    import ray
+
+    pooled = pool.oracle(KEY, LAYOUT)
+    text, visual = _prompts(local, 4, seed=3)
+    expected = local.evaluate(text=text, visual=visual).losses
+    before = ray.get(pool.actors[1].pid.remote())
+    ray.kill(pool.actors[1], no_restart=False)  # Ray restarts it; the request is retried
+    got = pooled.evaluate(text=text, visual=visual).losses
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert ray.get(pool.actors[1].pid.remote()) != before
+    assert pooled.used.candidate_evals == 4  # counted once, whatever the retries
