@@ -100,6 +100,11 @@ def start_ray(address: str | None = None) -> None:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Tune's new console output prints tables on every run whatever ``verbose`` says;
+    # the legacy reporter honours verbose=0. Progress is ours (tqdm).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # No TensorBoard/CSV/JSON loggers: results are ours, in Parquet.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return
@@ -207,6 +212,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
     if resume and plan.results_dir.exists():
         state = scan(plan.results_dir)
