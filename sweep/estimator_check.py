@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+import methods
 from methods.estimators import ESTIMATORS, EstimatorConfig, make_estimator
 from sweep.budget import BudgetSpec
 from sweep.data import few_shot, load_dataset
@@ -23,8 +24,6 @@ from sweep.models import ModelSpec, load_model
 from sweep.objective import PromptObjective
 from sweep.oracle import ClipOracle
 from sweep.runner import layout_of
-
-import methods
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     table = {}
     for name in args.estimators:
         for q in args.qs:
+            if name == "coordinate" and q > objective.space.dim:
+                continue  # a coordinate block cannot exceed the dimension
             cosines = []
             for _ in range(args.repeats):
                 est = make_estimator(name, EstimatorConfig(q=q), objective.space.dim)
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 losses = objective(points).losses
                 cosines.append(cosine(est.combine(x, points, losses), true))
             table[name, q] = (np.mean(cosines), np.std(cosines))
-        print(f"{name}: " + ", ".join(f"q={q} {table[name, q][0]:.3f}" for q in args.qs), file=sys.stderr)
+        print(f"{name}: " + ", ".join(f"q={q} {table[name, q][0]:.3f}" for q in args.qs
+                                      if (name, q) in table), file=sys.stderr)
 
     print(f"\nmean cosine (± std over {args.repeats} draws) to the autograd gradient; "
           f"CBBT layout, dim {objective.space.dim}, {args.shots} shots, seed {args.seed}, "
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| estimator | " + " | ".join(f"q = {q}" for q in args.qs) + " |")
     print("|---|" + "---|" * len(args.qs))
     for name in args.estimators:
-        cells = " | ".join(f"{table[name, q][0]:.3f} ± {table[name, q][1]:.3f}" for q in args.qs)
+        cells = " | ".join(f"{table[name, q][0]:.3f} ± {table[name, q][1]:.3f}" if (name, q) in table
+                           else "- (q > dim)" for q in args.qs)
         print(f"| {name} | {cells} |")
     print(f"\noracle queries: {oracle.used.candidate_evals:,} candidate evaluations")
     return 0

@@ -8,7 +8,6 @@ test through the evaluation channel (never counted, never used by the method).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,16 +47,28 @@ class RunResult:
 
 
 def checkpoint_schedule(limit: int, first: int, count: int = 8) -> list[int]:
-    """``count`` budget levels spaced geometrically from ``first`` (one ask) to ``limit``.
+    """``count`` budget levels, geometric in the number of asks, the last at ``limit``.
 
-    Every level is reachable: no level lies below the cost of one ask.
+    ``first`` is the cost of one ask: levels are whole numbers of asks apart,
+    so that every level is reached by a different ask and a run records
+    ``count`` checkpoints (all of them, when the budget allows fewer asks).
     """
     if limit <= 0:
         return [0]
     first = max(1, min(first, limit))
-    levels = np.geomspace(first, limit, count) if count > 1 else np.array([limit])
-    out = sorted({int(math.ceil(v)) for v in levels} | {limit})
-    return out
+    asks = max(1, limit // first)
+    if asks <= count:
+        ks = list(range(1, asks + 1))
+    else:
+        ks = [int(round(asks ** (i / (count - 1)))) for i in range(count)]
+        for i in range(1, count):  # strictly increasing from the bottom...
+            ks[i] = max(ks[i], ks[i - 1] + 1)
+        ks[-1] = asks
+        for i in range(count - 2, -1, -1):  # ...and room left below the top
+            ks[i] = min(ks[i], ks[i + 1] - 1)
+    levels = [k * first for k in ks]
+    levels[-1] = limit
+    return levels
 
 
 class SplitScorer:

@@ -10,9 +10,11 @@ per seed and writes the part files. Selection uses validation accuracy only.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,10 @@ class Group:
     shots: int
     samples: int  # settings still to run
     offset: int  # settings already complete (from an earlier, interrupted run)
+    #: a repair: the setting ``sample_id`` with ``params`` lost some seeds; rerun just those.
+    sample_id: str | None = None
+    params: dict[str, Any] | None = None
+    seeds: tuple[int, ...] | None = None
 
     @property
     def tag(self) -> str:
@@ -57,12 +63,15 @@ class SweepPlan:
     @property
     def trials(self) -> int:
         """Result rows still to come (settings x seeds)."""
-        return sum(g.samples for g in self.groups) * len(self.spec.data.seeds)
+        return sum(g.samples * len(g.seeds or self.spec.data.seeds) for g in self.groups)
 
     def describe(self) -> str:
         lines = [f"sweep {self.spec.name!r} -> {self.results_dir}"]
         for g in self.groups:
             b = self.spec.budget_for(g.method)
+            if g.sample_id:
+                lines.append(f"  {g.sample_id}: rerun seeds {', '.join(map(str, g.seeds))}")
+                continue
             done = f" ({g.offset} done)" if g.offset else ""
             lines.append(f"  {g.tag}: {g.samples} settings{done} x {len(self.spec.data.seeds)} seeds, "
                          f"budget {b.limit:,} {b.unit}, {b.checkpoints} checkpoints")
@@ -74,6 +83,7 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
     """What remains to run. Refuses to overwrite a sweep's results unless resuming."""
     results_dir = spec.results_dir(results_root)
     done: dict[tuple[str, str, int], int] = {}
+    repairs: list[Group] = []
     if results_dir.exists():
         state = scan(results_dir)
         if state.complete and not resume:
@@ -81,10 +91,18 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 f"{results_dir} already holds {len(state.complete)} trials; "
                 "pass --resume to complete it, or give the sweep another name")
         if state.complete:
-            trials, _ = load_results(results_dir)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # incomplete parts are reported by the caller
+                trials, _ = load_results(results_dir)
+            trials = trials[trials["trial_id"].isin(state.complete)]
             for (m, d, s), rows in trials.groupby(["method", "dataset", "shots"]):
                 done[(m, d, int(s))] = rows["sample_id"].nunique()
-    plan = SweepPlan(spec, results_dir)
+                for sample_id, seeds in rows.groupby("sample_id"):
+                    missing = tuple(x for x in spec.data.seeds if x not in set(seeds["seed"]))
+                    if missing:  # a setting that lost seeds: rerun those with its parameters
+                        params = json.loads(seeds["config_json"].iloc[0]).get("params", {})
+                        repairs.append(Group(m, d, int(s), 1, 0, sample_id, params, missing))
+    plan = SweepPlan(spec, results_dir, list(repairs))
     for dataset in spec.data.datasets:
         for shots in spec.data.shots:
             for method in spec.search.methods:
@@ -139,11 +157,14 @@ class ResultsCallback:
 
     def on_trial_end(self, trial, error: str | None) -> None:
         result = self.latest.get(trial.trial_id, {})
-        sample_id = f"{self.group.tag}-{self._index(trial):03d}"
-        sampled = self.space.hyperparameters(trial.config)
-        params = sample_to_config(self.group.method, sampled)
+        if self.group.sample_id:
+            sample_id, params = self.group.sample_id, dict(self.group.params or {})
+        else:
+            sample_id = f"{self.group.tag}-{self._index(trial):03d}"
+            params = sample_to_config(self.group.method, self.space.hyperparameters(trial.config))
         outcomes = result.get("outcomes") or [
-            {"seed": s, "status": "failed", "records": []} for s in self.spec.data.seeds]
+            {"seed": s, "status": "failed", "records": []}
+            for s in (self.group.seeds or self.spec.data.seeds)]
         budget = self.spec.budget_for(self.group.method)
         for out in outcomes:
             status = {"ok": "completed", "failed": "failed"}.get(out["status"], "stopped")
@@ -233,9 +254,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             budget = spec.budget_for(group.method)
             space = spec.space(group.method)
             base = TrialSetting(group.method, {}, group.dataset, spec.data.root, group.shots,
-                                tuple(spec.data.seeds), budget.to_budget_spec(), budget.checkpoints)
+                                tuple(group.seeds or spec.data.seeds), budget.to_budget_spec(),
+                                budget.checkpoints)
             context = {"pool": pool, "base": base, "fixed": dict(space.fixed)}
-            if space.samples_nothing:
+            if group.sample_id:
+                search_alg, param_space = None, dict(group.params or {})
+            elif space.samples_nothing:
                 search_alg, param_space = None, dict(space.fixed)
             else:
                 # Seeded per group and by how many settings already exist, so a resumed

@@ -16,8 +16,9 @@ from sweep.objective import QuadraticObjective
 def test_checkpoint_schedule_reaches_the_budget(limit, first):
     levels = checkpoint_schedule(limit, first, 8)
     assert levels == sorted(set(levels)) and levels[-1] == limit and levels[0] >= min(first, limit)
-    if limit >= first * 8:
-        assert len(levels) == 8
+    assert len(levels) == min(8, max(1, limit // first))
+    # Levels are at least one ask apart, so each is reached by a different ask.
+    assert all(b - a >= first for a, b in zip(levels[:-1], levels[1:-1]))
 
 
 def _bbt(asks: int, seed: int = 0):
@@ -45,7 +46,7 @@ def test_run_records_checkpoints_up_to_the_budget():
     scorer = FakeScorer(objective)
     seen = []
     result = run_method(method, objective, scorer, checkpoints=8, on_checkpoint=seen.append)
-    assert len(result.checkpoints) >= 8 and seen == result.checkpoints
+    assert len(result.checkpoints) == 8 and seen == result.checkpoints
     used = [r.queries.candidate_evals for r in result.checkpoints]
     assert used == sorted(used) and used[-1] == objective.used.candidate_evals <= objective.budget.limit
     assert "budget" in result.stop_reasons
