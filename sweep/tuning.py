@@ -230,6 +230,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     """Run the sweep of ``spec`` to completion; returns its results folder."""
     import optuna
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -281,8 +282,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                 tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=search_alg,
                                             scheduler=scheduler, num_samples=group.samples,
                                             max_concurrent_trials=spec.resources.concurrency),
-                run_config=tune.RunConfig(name=group.tag, storage_path=str(plan.results_dir.resolve() / ".tune"),
-                                          verbose=0, callbacks=[_tune_callback(callback)]),
+                run_config=tune.RunConfig(
+                    name=group.tag, storage_path=str(plan.results_dir.resolve() / ".tune"), verbose=0,
+                    # Tune's JSON log only, which its result grid reads back; the tables are ours.
+                    callbacks=[_tune_callback(callback), JsonLoggerCallback()]),
             )
             tuner.fit()
     finally:
