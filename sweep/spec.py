@@ -116,7 +116,7 @@ limit = 1000
 checkpoints = 8
 
 [search]
-methods = ["zero-shot", "bpt-vlm", "cbbt", "bbt"]
+methods = ["bpt-vlm", "cbbt", "bbt"]
 samples = 2
 seed = 0
 sampler = "tpe"

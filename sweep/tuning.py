@@ -141,18 +141,17 @@ class ResultsCallback:
                  progress: dict[str, Any]) -> None:
         self.writer, self.spec, self.group, self.bar, self.progress = writer, spec, group, bar, progress
         self.latest: dict[str, dict[str, Any]] = {}
-        self.index: dict[str, int] = {}
         self.space = spec.space(group.method)
+        self.counter_base = 0
 
     def _index(self, trial) -> int:
-        # Settings are numbered in the order Tune creates them, after those already done:
-        # deterministic ids, so two runs of one spec give the same tables.
-        if trial.trial_id not in self.index:
-            self.index[trial.trial_id] = self.group.offset + len(self.index)
-        return self.index[trial.trial_id]
+        # Settings are numbered in the order Tune creates them (the counter that leads its
+        # experiment tag: 1-based behind a searcher, 0-based without one), after those
+        # already done: deterministic ids, whichever trial happens to report first.
+        counter = int(str(trial.experiment_tag).split("_", 1)[0])
+        return self.group.offset + counter - self.counter_base
 
     def on_trial_result(self, trial, result: dict[str, Any]) -> None:
-        self._index(trial)
         self.latest[trial.trial_id] = result
 
     def on_trial_end(self, trial, error: str | None) -> None:
@@ -272,10 +271,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                 param_space = None
             scheduler = FIFOScheduler()
             if spec.search.scheduler == "asha":
-                scheduler = ASHAScheduler(time_attr="queries", max_t=budget.limit,
+                # max_t one past the budget: a setting that spends it all is not "stopped" at
+                # its last checkpoint before it can report that it is done.
+                scheduler = ASHAScheduler(time_attr="queries", max_t=budget.limit + 1,
                                           grace_period=max(1, int(spec.search.grace_fraction * budget.limit)),
                                           reduction_factor=spec.search.reduction_factor)
             callback = ResultsCallback(writer, spec, group, bar, counters)
+            callback.counter_base = 1 if search_alg is not None else 0
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
                 param_space=param_space,

@@ -65,7 +65,7 @@ def test_default_spec_parses():
     assert spec.model.name == "promptsweep-tiny" and spec.model.pretrained is None
     assert spec.data.datasets == ("digits",) and spec.data.shots == (16,)
     assert spec.data.seeds == (1, 2)
-    assert spec.search.methods == ("zero-shot", "bpt-vlm", "cbbt", "bbt")
+    assert spec.search.methods == ("bpt-vlm", "cbbt", "bbt")
     assert spec.budget.checkpoints >= 8
     assert spec.search.scheduler == "none" and spec.search.mode == "max"
     assert spec.resources.concurrency == 2 and spec.resources.actors == 1

@@ -23,9 +23,9 @@ limit = 160
 checkpoints = 8
 [search]
 methods = ["bbt", "zero-shot"]
-samples = 1
+samples = 2
 [resources]
-concurrency = 1
+concurrency = 2
 actors = 1
 [methods.bbt]
 params = {{ popsize = 10, intrinsic_dim_text = 50 }}
@@ -53,7 +53,8 @@ def test_tables_load_with_pandas_and_respect_the_budget(sweep_dir):
     assert sorted(trials["method"].unique()) == ["bbt", "zero-shot"]
     assert sorted(trials["seed"].unique()) == [1, 2] and (trials["status"] == "completed").all()
     bbt = trials[trials["method"] == "bbt"]
-    assert len(bbt) == 2 and (bbt["queries_candidate_evals"] <= 160).all()
+    assert len(bbt) == 4 and (bbt["queries_candidate_evals"] <= 160).all()
+    assert bbt["sample_id"].nunique() == 2
     per_trial = curves[curves["method"] == "bbt"].groupby("trial_id")["checkpoint"].count()
     assert (per_trial == 8).all()
     assert (curves["queries_candidate_evals"] <= 160).all()
@@ -78,7 +79,7 @@ def test_resume_reruns_a_truncated_trial(sweep_dir):
     part.write_bytes(part.read_bytes()[:100])  # a crash in the middle of a write
     _run(tmp, "a", resume=True)
     trials = pd.read_parquet(path / "trials")
-    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert len(trials) == 6 and trials["trial_id"].is_unique
 
 
 def test_the_same_spec_gives_the_same_tables(sweep_dir):
@@ -90,3 +91,19 @@ def test_the_same_spec_gives_the_same_tables(sweep_dir):
         for frame in (a, b):
             frame["sweep"] = "x"
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_asha_stops_poor_settings_on_the_query_axis(ray_session, tmp_path):
+    text = (SPEC.format(name="asha").replace('methods = ["bbt", "zero-shot"]', 'methods = ["bbt"]')
+            .replace("samples = 2", 'samples = 3\nscheduler = "asha"'))
+    spec = parse_spec(text, "test.toml", base_dir=tmp_path)
+    path = run_sweep(spec, results_root=tmp_path / "results", progress=False)
+    trials = pd.read_parquet(path / "trials")
+    bbt = trials[trials["method"] == "bbt"]
+    assert len(bbt) == 6 and set(bbt["status"]) <= {"completed", "stopped"}
+    assert (bbt["status"] == "completed").any()  # the best setting runs to the budget
+    assert (bbt["queries_candidate_evals"] <= 160).all()
+    curves = pd.read_parquet(path / "curves")
+    counts = curves[curves["method"] == "bbt"].groupby("trial_id")["checkpoint"].count()
+    stopped = bbt.loc[bbt["status"] == "stopped", "trial_id"]
+    assert (counts[stopped] < 8).all() and (counts.drop(stopped) == 8).all()
