@@ -200,7 +200,7 @@ class CoOpConfig(DescentConfig):
     batch_size: int | None = 32
     #: Adam (CoOp: SGD; Adam converges in far fewer steps at the budgets swept here).
     update: str = "adam"
-    #: Adam learning rate (CoOp's SGD: 0.002; 0.02 works on the tiny and real models).
+    #: Adam learning rate (CoOp's SGD: 0.002; 0.02 is what works on the embedded tiny model).
     lr: float = 0.02
     #: L2 weight decay (CoOp: 5e-4).
     weight_decay: float = 5e-4
