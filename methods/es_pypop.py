@@ -105,8 +105,10 @@ class PypopESConfig(PromptConfig):
         super().__post_init__()
         if self.deep:
             raise ConfigError("the pypop7 evolution strategies of BPT-VLM are shallow only")
-        if not isinstance(self.n_individuals, int) or self.n_individuals < 2:
-            raise ConfigError(f"n_individuals must be an int >= 2; got {self.n_individuals!r}")
+        # pypop7 takes n_individuals // 2 parents, and LM-CMA-ES and LM-MA-ES need at least
+        # two of them (with one, they fail while setting up their weights).
+        if not isinstance(self.n_individuals, int) or self.n_individuals < 4:
+            raise ConfigError(f"n_individuals must be an int >= 4; got {self.n_individuals!r}")
         if not (np.isfinite(self.sigma) and self.sigma > 0):
             raise ConfigError(f"sigma must be finite and > 0; got {self.sigma!r}")
 

@@ -17,6 +17,7 @@ import pickle
 import numpy as np
 import pytest
 
+import methods
 from methods import es_pypop, es_subspace
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
@@ -304,3 +305,11 @@ def test_pypop_stop_reports_stagnation(name):
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["bpt-vlm-lmcmaes", "bpt-vlm-mmes", "bpt-vlm-lmmaes"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_pypop_strategies_refuse_fewer_than_four_individuals(name, n):
+    # pypop7's LM variants fail with one parent (n // 2); refused up front, for all three.
+    with pytest.raises(ConfigError, match="n_individuals must be an int >= 4"):
+        methods.REGISTRY.make_config(name, {"n_individuals": n})
