@@ -10,6 +10,7 @@ method runs in milliseconds in the conformance tests.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import numpy as np
@@ -17,10 +18,37 @@ import numpy as np
 from methods.base import Evaluation, Method, PromptConfig
 from methods.subspace import ModelStats, Parametrisation
 from sweep.budget import BudgetSpec, QueryCounts
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, PromptTuningError
 from sweep.oracle import ClipOracle
 
-__all__ = ["Objective", "PromptObjective", "QuadraticObjective", "SyntheticClipObjective"]
+__all__ = [
+    "NonFiniteLossError", "Objective", "PromptObjective", "QuadraticObjective",
+    "SyntheticClipObjective", "rank_nonfinite_worst",
+]
+
+
+class NonFiniteLossError(PromptTuningError, FloatingPointError):
+    """Every candidate of a request had a non-finite loss: nothing to rank them by."""
+
+
+def rank_nonfinite_worst(evaluation: Evaluation) -> tuple[Evaluation, int]:
+    """The non-finite-loss policy: such a candidate counts as the worst of its request.
+
+    Its loss becomes the largest finite loss of the same request (so ranking
+    methods place it last and difference estimators see no jump to infinity);
+    its query has been counted all the same. Returns the evaluation and how
+    many losses were replaced. A request with no finite loss at all raises
+    NonFiniteLossError: the oracle is broken, and the trial fails.
+    """
+    losses = np.asarray(evaluation.losses, dtype=np.float64)
+    bad = ~np.isfinite(losses)
+    if not bad.any():
+        return evaluation, 0
+    if bad.all():
+        raise NonFiniteLossError(f"all {len(losses)} losses of a request are non-finite")
+    fixed = losses.copy()
+    fixed[bad] = losses[~bad].max()
+    return dataclasses.replace(evaluation, losses=fixed), int(bad.sum())
 
 
 class Objective(Protocol):
@@ -69,6 +97,8 @@ class PromptObjective:
             visual_init=oracle.initial_visual() if config.n_visual else None,
         )
         self._rng = np.random.default_rng([seed, 0x6D62])  # mini-batch stream, apart from the matrices
+        #: losses replaced by ``rank_nonfinite_worst`` so far (recorded on the trial row).
+        self.nonfinite_losses = 0
 
     @property
     def space(self):
@@ -92,8 +122,12 @@ class PromptObjective:
         subset = _draw_subset(self._rng, self.oracle.train_size, minibatch)
         if gradient:
             losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset)
-            return Evaluation(losses=losses, gradients=self.parametrisation.pullback(g_text, g_visual))
-        return self.oracle.evaluate(text=text, visual=visual, features=features, subset=subset)
+            ev = Evaluation(losses=losses, gradients=self.parametrisation.pullback(g_text, g_visual))
+        else:
+            ev = self.oracle.evaluate(text=text, visual=visual, features=features, subset=subset)
+        ev, replaced = rank_nonfinite_worst(ev)
+        self.nonfinite_losses += replaced
+        return ev
 
     def evaluate_split(self, split: str, z: np.ndarray, features: bool = False) -> Evaluation:
         """The evaluation channel (never counted against the budget)."""

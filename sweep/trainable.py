@@ -58,6 +58,12 @@ class SeedOutcome:
     result: RunResult | None = None
     device: str = ""
     started_at: float = field(default_factory=time.time)
+    objective: PromptObjective | None = field(default=None, repr=False)
+
+    @property
+    def nonfinite_losses(self) -> int:
+        """Losses the objective ranked worst because they were NaN or infinite."""
+        return 0 if self.objective is None else self.objective.nonfinite_losses
 
 
 def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
@@ -74,7 +80,7 @@ def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
     objective = PromptObjective(oracle, config, seed)
     method = methods.REGISTRY.create(setting.method, config, objective.space, seed)
     scorer = SplitScorer(objective.evaluate_split, oracle.zero_shot)
-    return iter_run(method, objective, scorer, setting.checkpoints), str(oracle.device)
+    return iter_run(method, objective, scorer, setting.checkpoints), str(oracle.device), objective
 
 
 def run_setting(setting: TrialSetting, pool: OraclePool | None = None
@@ -88,7 +94,7 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None
     runs: dict[int, Iterator[CheckpointRecord]] = {}
     for out in outcomes:
         try:
-            runs[out.seed], out.device = _start(setting, out.seed, pool)
+            runs[out.seed], out.device, out.objective = _start(setting, out.seed, pool)
         except Exception as exc:  # a bad setting or a lost actor: a failed row, not a crash
             _fail(out, exc)
     checkpoint = 0
@@ -168,6 +174,7 @@ def _outcome_dict(out: SeedOutcome, unit: str) -> dict[str, Any]:
             for r in out.records
         ],
         "stop_reasons": None if result is None else {k: str(v) for k, v in result.stop_reasons.items()},
+        "nonfinite_losses": out.nonfinite_losses,
         "used": None if result is None else result.used.as_dict(),
         "wall_s": None if result is None else result.wall_s,
     }

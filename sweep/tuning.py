@@ -178,6 +178,7 @@ class ResultsCallback:
                 budget_unit=budget.unit, budget=budget.limit, params=params,
                 estimator=params.get("estimator"), device=out.get("device"),
                 started_at=out.get("started_at") or time.time(),
+                nonfinite_losses=int(out.get("nonfinite_losses") or 0),
                 config={"method": self.group.method, "params": params, "budget": budget.limit,
                         "unit": budget.unit, "dataset": self.group.dataset, "shots": self.group.shots,
                         "seed": out["seed"], "model": self.spec.model.to_model_spec().label},
