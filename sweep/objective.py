@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from methods.base import Evaluation, Method, PromptConfig
+from methods.base import Evaluation, PromptConfig
 from methods.subspace import ModelStats, Parametrisation
 from sweep.budget import BudgetSpec, QueryCounts
 from sweep.errors import ConfigError, PromptTuningError
@@ -229,8 +229,3 @@ class SyntheticClipObjective(_Counted):
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def objective_for(method: Method) -> str:
-    """Which analytic objective suits a method: 'synthetic_clip' for adapter methods, else 'quadratic'."""
-    return "synthetic_clip" if method.needs_features else "quadratic"

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from sweep.data import Split
-from sweep.digits import CLASSNAMES, TEMPLATE, load_digits_task, load_pretraining_digits
+from sweep.digits import CLASSNAMES, load_digits_task, load_pretraining_digits
 from sweep.errors import ModelError
 
 __all__ = [

@@ -22,7 +22,7 @@ from sweep.objective import PromptObjective
 from sweep.oracle import ClipOracle
 from sweep.prompted import PromptLayout
 
-__all__ = ["DEFAULT_BUDGETS", "Run", "build_run", "run_once"]
+__all__ = ["DEFAULT_BUDGETS", "Run", "assemble", "build_run", "run_once"]
 
 #: Each method's default budget (unit, limit), from its paper's protocol (METHODS.md).
 DEFAULT_BUDGETS: dict[str, tuple[str, int]] = {
@@ -75,8 +75,13 @@ def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,
         unit, limit = DEFAULT_BUDGETS.get(name, ("candidate_evals", 3600))
         budget = BudgetSpec(unit=unit, limit=limit)
     oracle = ClipOracle(model, task, layout_of(config), budget, glass_box=method_cls.needs_gradient)
+    return assemble(name, config, oracle, seed)
+
+
+def assemble(name: str, config, oracle, seed: int) -> Run:
+    """Objective, method and scorer of ``name`` on an oracle (local or pooled) built for ``config``."""
     objective = PromptObjective(oracle, config, seed)
-    method = registry.create(name, config, objective.space, seed)
+    method = methods.REGISTRY.create(name, config, objective.space, seed)
     scorer = SplitScorer(objective.evaluate_split, oracle.zero_shot)
     return Run(name, config, method, oracle, objective, scorer)
 

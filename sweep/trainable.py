@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +23,11 @@ import numpy as np
 import methods
 from sweep.budget import BudgetSpec
 from sweep.data import few_shot, load_dataset
-from sweep.loop import CheckpointRecord, RunResult, SplitScorer, iter_run
+from sweep.loop import CheckpointRecord, RunResult, iter_run
 from sweep.objective import PromptObjective
 from sweep.oracle import ClipOracle
 from sweep.pool import OraclePool, TaskKey
-from sweep.runner import layout_of
+from sweep.runner import assemble, layout_of
 
 __all__ = ["SeedOutcome", "TrialSetting", "run_setting", "tune_trainable"]
 
@@ -77,10 +76,9 @@ def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
 
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, seed)
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
-    objective = PromptObjective(oracle, config, seed)
-    method = methods.REGISTRY.create(setting.method, config, objective.space, seed)
-    scorer = SplitScorer(objective.evaluate_split, oracle.zero_shot)
-    return iter_run(method, objective, scorer, setting.checkpoints), str(oracle.device), objective
+    run = assemble(setting.method, config, oracle, seed)
+    return (iter_run(run.method, run.objective, run.scorer, setting.checkpoints), str(oracle.device),
+            run.objective)
 
 
 def run_setting(setting: TrialSetting, pool: OraclePool | None = None
@@ -119,8 +117,6 @@ def _fail(out: SeedOutcome, exc: BaseException) -> None:
     out.status = "failed"
     out.error = f"{type(exc).__name__}: {exc}"
     out.result = None
-    # The last frames say where; the message alone often does not.
-    out.error_trace = "".join(traceback.format_exception(exc)[-3:])  # type: ignore[attr-defined]
 
 
 def summary(outcomes: list[SeedOutcome], unit: str) -> dict[str, float]:
