@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sweep import shared_prefix
 from sweep.errors import ConfigError, ModelError
 
 __all__ = ["PromptLayout", "PromptedCLIP"]
@@ -76,7 +77,7 @@ class PromptedCLIP:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, classnames: tuple[str, ...],
-                 layout: PromptLayout, max_batch_tokens: int = 1 << 16) -> None:
+                 layout: PromptLayout, max_batch_tokens: int = 1 << 14) -> None:
         self.model = model
         self.layout = layout
         self.max_batch_tokens = max_batch_tokens
@@ -114,6 +115,12 @@ class PromptedCLIP:
         self._tokens, self._eot = self._tokenize(prompts)
         with torch.no_grad():
             self._token_embeds = text.token_embedding(self._tokens).float()  # (C, L_cut, W)
+        #: class prompts share the prefix SOS + context: computed once per candidate when the
+        #: tower's blocks are the standard ones (sweep.shared_prefix), else a full causal pass.
+        self.shares_prefix = shared_prefix.supports(text)
+        if self.shares_prefix:
+            self._suffixes = shared_prefix.suffix_blocks(
+                self._token_embeds, self._eot, 1 + layout.n_text, max_batch_tokens)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -205,6 +212,10 @@ class PromptedCLIP:
         Args:
             ctx: (n, *text_shape) context vectors.
         """
+        if self.shares_prefix:
+            return shared_prefix.prefix_text_features(
+                self._text, self._token_embeds[0, 0], ctx, self._suffixes, len(self.classnames),
+                deep=self.layout.deep, max_tokens=self.max_batch_tokens)
         n_cand = ctx.shape[0]
         n_cls, length, _ = self._token_embeds.shape
         n = self.layout.n_text

@@ -54,6 +54,22 @@ def test_truncated_text_equals_full_77_token_pass(tiny_vit, task):
             torch.testing.assert_close(ours[i], ref, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("layout", [PromptLayout(n_text=4), PromptLayout(n_text=0),
+                                    PromptLayout(n_text=3, deep=True)], ids=["shallow", "none", "deep"])
+def test_shared_prefix_equals_the_full_causal_pass(tiny_vit, layout):
+    # Names of 1 to 6 tokens give several suffix lengths; 16 tokens per forward forces
+    # blocks of classes and chunks of candidates.
+    names = ("cat", "great white shark", "x", "sulphur-crested cockatoo", "dog", "king penguin")
+    shared = PromptedCLIP(tiny_vit.model, tiny_vit.tokenizer, names, layout, max_batch_tokens=16)
+    full = PromptedCLIP(tiny_vit.model, tiny_vit.tokenizer, names, layout)
+    full.shares_prefix = False
+    assert shared.shares_prefix and len(shared._suffixes) >= 2
+    assert max(len(groups) for groups in shared._suffixes) >= 2  # several lengths in one forward
+    ctx = torch.randn(3, *shared.text_shape, generator=torch.Generator().manual_seed(8)) * 0.05
+    with torch.no_grad():
+        torch.testing.assert_close(shared.text_features(ctx), full.text_features(ctx), atol=TOL, rtol=0)
+
+
 def test_zero_visual_tokens_equal_encode_image(tiny_vit, task):
     oracle = ClipOracle(tiny_vit, task, PromptLayout(n_text=2))
     images = images_of(oracle)
@@ -96,6 +112,16 @@ def test_batched_equals_one_at_a_time(tiny_vit, task, layout):
         img_i = ev.image_features[i if visual is not None else 0]
         np.testing.assert_allclose(img_i, one.image_features[0], atol=TOL)
     assert len(set(np.round(ev.losses, 6))) == 5  # the candidates really differ
+
+
+def test_logits_in_chunks_equal_logits_at_once(tiny_vit, task, monkeypatch):
+    oracle = ClipOracle(tiny_vit, task, PromptLayout(n_text=2, n_visual=2))
+    text, visual = _random_prompts(oracle, 5, seed=7)
+    at_once = oracle.evaluate(text=text, visual=visual)
+    monkeypatch.setattr("sweep.oracle._MAX_LOGITS", 2 * len(task.train) * task.num_classes)
+    chunked = oracle.evaluate(text=text, visual=visual)  # chunks of 2, 2 and 1 candidates
+    np.testing.assert_allclose(chunked.losses, at_once.losses, atol=TOL)
+    np.testing.assert_array_equal(chunked.accuracies, at_once.accuracies)
 
 
 def test_losses_match_an_independent_computation(tiny_vit, task):

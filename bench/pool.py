@@ -1,0 +1,141 @@
+"""Throughput of the Ray oracle pool with one and two actors, and its dispatch overhead.
+
+    python -m bench.pool
+
+Compute-bound batch: ViT-B-32 (random weights), text-only prompts (8 context
+tokens), population 30, on the embedded digits task (16 shots x 10 classes).
+Each actor holds one core here, as each holds one GPU on a cluster: one actor
+with one thread is compared with two actors with one thread each (and, for
+reference, one actor with two threads). A trial's batch is split across the
+actors (``OraclePool.map_candidates``).
+
+Dispatch overhead: the same request on the embedded tiny model through a pool of
+one actor and on a local oracle in this process, both with one thread; the
+difference per request is what the pool costs. Figures go to
+``bench/results/pool.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import common
+
+POP, BATCHES = 30, 6
+
+
+def _prompts(width: int, pop: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.02, size=(pop, 8, width)).astype(np.float32)
+
+
+def _per_batch(oracle, batches: list[np.ndarray]) -> tuple[float, list[float]]:
+    """Median seconds per batch after one untimed warm-up batch (which fills the caches)."""
+    oracle.evaluate(text=batches[0])
+    times, losses = [], []
+    for text in batches:
+        t0 = time.perf_counter()
+        ev = oracle.evaluate(text=text)
+        times.append(time.perf_counter() - t0)
+        losses.extend(ev.losses.tolist())
+    return statistics.median(times), losses
+
+
+def throughput(model: str, actors: int, threads: int, key, layout) -> dict:
+    import ray
+
+    from sweep.models import ModelSpec
+    from sweep.pool import OraclePool
+
+    pool = OraclePool(ModelSpec(name=model), actors, threads_per_actor=threads)
+    try:
+        oracle = pool.oracle(key, layout)
+        width = oracle.text_shape[-1]
+        batches = [_prompts(width, POP, seed) for seed in range(BATCHES)]
+        seconds, losses = _per_batch(oracle, batches)
+        memory = [common.rss_mb(pid)[1] for pid in ray.get([a.pid.remote() for a in pool.actors])]
+    finally:
+        pool.shutdown()
+    return {"model": model, "actors": actors, "threads_per_actor": threads, "candidates": POP,
+            "seconds_per_batch": seconds, "candidates_per_s": POP / seconds,
+            "actor_peak_rss_mb": memory, "losses": losses}
+
+
+def dispatch_overhead(key, layout, pop: int, requests: int = 60) -> dict:
+    import torch
+
+    from sweep.data import few_shot, load_dataset
+    from sweep.models import EMBEDDED_MODEL, ModelSpec, load_model
+    from sweep.oracle import ClipOracle
+    from sweep.pool import OraclePool
+
+    torch.set_num_threads(1)
+    spec = ModelSpec(name=EMBEDDED_MODEL)
+    task = few_shot(load_dataset(key.dataset, key.data_root), key.shots, key.seed)
+    local = ClipOracle(load_model(spec, "cpu"), task, layout)
+    pool = OraclePool(spec, 1, threads_per_actor=1)
+    try:
+        pooled = pool.oracle(key, layout)
+        batches = [_prompts(local.text_shape[-1], pop, seed) for seed in range(requests)]
+        local_s, local_losses = _per_batch(local, batches)
+        pooled_s, pooled_losses = _per_batch(pooled, batches)
+    finally:
+        pool.shutdown()
+    return {"model": EMBEDDED_MODEL, "candidates": pop, "requests": requests,
+            "local_ms": local_s * 1e3, "pooled_ms": pooled_s * 1e3,
+            "overhead_ms": (pooled_s - local_s) * 1e3,
+            "max_loss_difference": float(np.max(np.abs(np.subtract(local_losses, pooled_losses))))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pool", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip model name (random weights)")
+    parser.add_argument("--out", help="result file (default bench/results/pool.json)")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    from sweep.pool import TaskKey
+    from sweep.prompted import PromptLayout
+    from sweep.tuning import start_ray
+
+    start_ray()
+    key, layout = TaskKey("digits", None, 16, 0), PromptLayout(n_text=8)
+    rows = []
+    try:
+        for actors, threads in ((1, 1), (2, 1), (1, 2)):
+            print(f"pool of {actors} actor(s) x {threads} thread(s) ...", file=sys.stderr, flush=True)
+            rows.append(throughput(args.model, actors, threads, key, layout))
+        print("dispatch overhead ...", file=sys.stderr, flush=True)
+        overhead = [dispatch_overhead(key, layout, pop) for pop in (1, 30)]
+    finally:
+        ray.shutdown()
+    one, two = rows[0], rows[1]
+    summary = {
+        "two_vs_one_actor": two["candidates_per_s"] / one["candidates_per_s"],
+        "one_actor_two_threads_vs_one_thread": rows[2]["candidates_per_s"] / one["candidates_per_s"],
+        "same_losses": max(abs(a - b) for a, b in zip(one["losses"], two["losses"])) <= 1e-5,
+        "overhead_ms_per_request": {str(o["candidates"]): o["overhead_ms"] for o in overhead},
+    }
+    for r in rows:
+        print(f"{r['actors']} actor(s) x {r['threads_per_actor']} thread(s): "
+              f"{r['candidates_per_s']:.2f} candidates/s ({r['seconds_per_batch']:.2f} s per batch of {POP})")
+    for o in overhead:
+        print(f"dispatch, {o['candidates']} candidate(s), tiny model: local {o['local_ms']:.1f} ms, "
+              f"pooled {o['pooled_ms']:.1f} ms, overhead {o['overhead_ms']:.1f} ms per request")
+    print(f"two actors / one actor: {summary['two_vs_one_actor']:.2f}x")
+    for r in rows:
+        r["losses"] = r["losses"][:POP]
+    common.write("pool", {"machine": common.machine(), "summary": summary, "throughput": rows,
+                          "dispatch": overhead},
+                 None if args.out is None else Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""A whole sweep, end to end: wall time and the memory of every process it starts.
+
+    python -m bench.sweep            # the embedded default sweep (python -m sweep.launch)
+    python -m bench.sweep --soak     # 200 short trials: does memory grow?
+
+The sweep runs as ``python -m sweep.launch`` in a child process, into a
+temporary results folder; its process tree (the driver, Ray's own processes,
+the oracle actors and the trial workers, told apart by the process titles Ray
+sets) is sampled every half second from /proc. Start and end are the samples
+at which the first and the last trial's part file had appeared. Figures go to
+``bench/results/sweep.json`` and ``bench/results/soak.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+
+SOAK_SPEC = """\
+name = "soak"
+description = "200 short BPT-VLM trials on the embedded default: memory over a long sweep"
+
+[model]
+name = "promptsweep-tiny"
+
+[data]
+datasets = ["digits"]
+shots = [16]
+seeds = [1]
+
+[budget]
+unit = "candidate_evals"
+limit = 60
+
+[search]
+methods = ["bpt-vlm"]
+samples = 200
+seed = 0
+
+[resources]
+concurrency = 2
+actors = 2
+"""
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # the command name is in parentheses and may hold spaces: split after it
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        tree.setdefault(ppid, []).append(int(stat.parent.name))
+    return tree
+
+
+def _descendants(root: int) -> list[int]:
+    tree, out, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(tree.get(pid, []))
+    return out
+
+
+def _role(pid: int, root: int) -> str | None:
+    if pid == root:
+        return "driver"
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    if "OracleServer" in title:
+        return "oracle actor"
+    if "ImplicitFunc" in title or "train" in title.split(" ", 1)[0]:
+        return "trial worker"
+    if title.startswith("ray::"):
+        return None  # an idle worker: counted once it takes a role
+    return "ray"
+
+
+def run(argv: list[str], results: Path, expected_trials: int) -> dict:
+    """Run ``python -m sweep.launch argv``, sampling memory; return wall time and memory figures."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.launch", *argv, "--results", str(results),
+                             "--quiet"])
+    roles: dict[int, str] = {}
+    series: dict[int, list[tuple[float, float, int]]] = {}  # pid -> (time, MB, trials done)
+    total_peak = 0.0
+    while proc.poll() is None:
+        now, done, total = time.perf_counter() - t0, len(list(results.rglob("trials/*.parquet"))), 0.0
+        for pid in _descendants(proc.pid):
+            role = _role(pid, proc.pid)
+            try:
+                rss, _ = common.rss_mb(pid)
+            except (OSError, KeyError):
+                continue
+            total += rss
+            if role:
+                roles[pid] = role
+                series.setdefault(pid, []).append((now, rss, done))
+        total_peak = max(total_peak, total)
+        time.sleep(0.5)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"the sweep failed with exit status {proc.returncode}")
+    processes = []
+    for pid, samples in series.items():
+        started = [s for s in samples if s[2] >= 1] or samples
+        processes.append({"pid": pid, "role": roles[pid], "start_mb": started[0][1], "end_mb": samples[-1][1],
+                          "peak_mb": max(s[1] for s in samples), "trials_at_end": samples[-1][2]})
+    processes.sort(key=lambda p: (p["role"], p["pid"]))
+    driver = next(p for p in processes if p["role"] == "driver")
+    return {"wall_s": wall, "driver_peak_mb": driver["peak_mb"], "tree_peak_mb": total_peak,
+            "trial_files": len(list(results.rglob("trials/*.parquet"))), "expected_trials": expected_trials,
+            "processes": [p for p in processes if p["role"] in ("driver", "oracle actor")],
+            "trial_workers": len([p for p in processes if p["role"] == "trial worker"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--soak", action="store_true", help="200 short trials instead of the default sweep")
+    parser.add_argument("--out", help="result file (default bench/results/sweep.json or soak.json)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.soak:
+            spec = Path(tmp) / "soak.toml"
+            spec.write_text(SOAK_SPEC)
+            figures = run([str(spec)], Path(tmp) / "results", 200)
+        else:
+            figures = run([], Path(tmp) / "results", 12)
+    print(f"wall {figures['wall_s']:.0f} s; driver peak {figures['driver_peak_mb']:.0f} MB; "
+          f"all processes at most {figures['tree_peak_mb']:.0f} MB together; "
+          f"{figures['trial_files']} trial part files")
+    for p in figures["processes"]:
+        print(f"  {p['role']:<12} pid {p['pid']:>7}: {p['start_mb']:6.0f} MB after the first trial, "
+              f"{p['end_mb']:6.0f} MB at the end (peak {p['peak_mb']:.0f} MB)")
+    name = "soak" if args.soak else "sweep"
+    common.write(name, {"machine": common.machine(), "command": "python -m sweep.launch"
+                        + (" <soak spec>" if args.soak else ""), "spec": SOAK_SPEC if args.soak else "default",
+                        **figures}, None if args.out is None else Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
