@@ -284,7 +284,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                 param_space=param_space,
                 tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=search_alg,
                                             scheduler=scheduler, num_samples=group.samples,
-                                            max_concurrent_trials=spec.resources.concurrency),
+                                            max_concurrent_trials=spec.resources.concurrency,
+                                            # a trial worker imports torch once, not once per trial
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=group.tag, storage_path=str(plan.results_dir.resolve() / ".tune"), verbose=0,
                     # Tune's JSON log only, which its result grid reads back; the tables are ours.
