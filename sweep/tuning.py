@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sweep.errors import ConfigError
 from sweep.loop import CheckpointRecord
 from sweep.pool import OraclePool
+from sweep.preflight import check_inputs
 from sweep.results import ResultsWriter, TrialRecord, load_results, remove_incomplete, scan
 from sweep.spaces import param_columns, sample_to_config
 from sweep.spec import SweepSpec
@@ -227,7 +228,13 @@ def _tune_callback(inner: ResultsCallback):
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
               results_root: str | Path = "results", progress: bool = True) -> Path:
-    """Run the sweep of ``spec`` to completion; returns its results folder."""
+    """Run the sweep of ``spec`` to completion; returns its results folder.
+
+    Raises:
+        ConfigError, DataError, ModelError: bad input (results to overwrite, a data
+            root, an image of a few-shot draw, the model), before anything is written
+            or Ray starts.
+    """
     import optuna
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -236,6 +243,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
+    if plan.groups:
+        check_inputs(spec)  # before anything is removed, written or started
     if resume and plan.results_dir.exists():
         state = scan(plan.results_dir)
         print(state.summary())

@@ -1,9 +1,13 @@
-"""What happens when the oracle misbehaves: the non-finite-loss policy, end to end."""
+"""What happens when things go wrong: bad input, non-finite losses, dying actors, failing writes."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec
@@ -58,3 +62,122 @@ def test_launch_refuses_a_bad_spec_with_one_line_and_status_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "budget.limt" in err[0] and "limit" in err[0]
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- bad input through launch
+
+BAD_SWEEP = """\
+name = "bad"
+[budget]
+limit = 40
+[search]
+methods = ["{method}"]
+"""
+
+
+def _write_png(path: Path, seed: int, truncated: bool = False) -> None:
+    """A real 8x8 PNG; ``truncated`` keeps its first half only, as an interrupted copy would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path.write_bytes(data[: len(data) // 2] if truncated else data)
+
+
+def _class_folders(root: Path, corrupt: str | None = None) -> Path:
+    """root/{train,val,test}/{cat,dog}/a.png; ``corrupt`` ("train/dog") is a truncated PNG."""
+    for i, where in enumerate(f"{s}/{c}" for s in ("train", "val", "test") for c in ("cat", "dog")):
+        _write_png(root / where / "a.png", i, truncated=where == corrupt)
+    return root
+
+
+def _folder_data(root: Path) -> str:
+    return f'[data]\ndatasets = ["folder"]\nroot = "{root}"\nshots = [1]\n'
+
+
+def _missing_root(tmp: Path) -> tuple[str, str]:
+    return _folder_data(tmp / "nowhere"), "does not exist"
+
+
+def _empty_root(tmp: Path) -> tuple[str, str]:
+    (tmp / "data").mkdir()
+    return _folder_data(tmp / "data"), f"{tmp / 'data' / 'train'}, which does not exist"
+
+
+def _images_without_class_folders(tmp: Path) -> tuple[str, str]:
+    for split in ("train", "test"):
+        _write_png(tmp / "data" / split / "a.png", 0)
+    return _folder_data(tmp / "data"), "has no class folders"
+
+
+def _coop_without_split_file(tmp: Path) -> tuple[str, str]:
+    _write_png(tmp / "data" / "oxford_pets" / "images" / "Abyssinian_1.jpg", 0)
+    data = _folder_data(tmp / "data").replace('"folder"', '"OxfordPets"')
+    return data, "split_zhou_OxfordPets.json does not exist"
+
+
+def _corrupt_training_image(tmp: Path) -> tuple[str, str]:
+    _class_folders(tmp / "data", corrupt="train/dog")
+    return _folder_data(tmp / "data"), f"cannot read image {tmp / 'data' / 'train' / 'dog' / 'a.png'}"
+
+
+def _corrupt_checkpoint(tmp: Path) -> tuple[str, str]:
+    (tmp / "w.pt").write_bytes(b"PK\x03\x04 half of a zip archive")
+    return f'[model]\ncheckpoint = "{tmp / "w.pt"}"\n', "w.pt cannot be read as a weights-only"
+
+
+def _checkpoint_of_another_architecture(tmp: Path) -> tuple[str, str]:
+    import torch
+
+    torch.manual_seed(0)
+    other = torch.nn.Sequential(torch.nn.Linear(4, 4))  # other keys and shapes
+    torch.save(other.state_dict(), tmp / "w.pt")
+    return f'[model]\ncheckpoint = "{tmp / "w.pt"}"\n', "does not match architecture 'promptsweep-tiny': keys missing"
+
+
+BAD_INPUT = {
+    "missing data root": ("bbt", _missing_root),
+    "empty data root": ("bbt", _empty_root),
+    "images without class folders": ("bbt", _images_without_class_folders),
+    "CoOp layout without its split file": ("bbt", _coop_without_split_file),
+    "corrupt training image": ("bbt", _corrupt_training_image),
+    "corrupt checkpoint": ("bbt", _corrupt_checkpoint),
+    "checkpoint of another architecture": ("bbt", _checkpoint_of_another_architecture),
+    "unknown cbbt estimator": ("cbbt", lambda tmp: (
+        '[methods.cbbt]\nparams = { estimator = "sphre" }\n', "methods.cbbt.params.estimator")),
+    "unknown zo estimator": ("zo", lambda tmp: (
+        '[methods.zo.space]\nestimator = { choices = ["sphere", "gausian"] }\n',
+        "unknown estimator 'gausian'")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_fails_before_any_work_with_one_line_and_status_2(case, tmp_path, capsys,
+                                                                     monkeypatch):
+    from sweep import tuning
+    from sweep.launch import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(tuning, "start_ray", must_not_run)
+    method, make = BAD_INPUT[case]
+    extra, needle = make(tmp_path)
+    spec = tmp_path / "bad.toml"
+    spec.write_text(BAD_SWEEP.format(method=method) + extra)
+    results = tmp_path / "results"
+    assert main([str(spec), "--results", str(results), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert not results.exists()
+
+
+def test_a_corrupt_test_image_fails_the_trial_naming_the_file(tmp_path):
+    # Test images are read when a trial first evaluates on them, not up front.
+    root = _class_folders(tmp_path, corrupt="test/dog")
+    setting = TrialSetting("zero-shot", {}, "folder", str(root), 1, (1,), BudgetSpec(limit=10))
+    *_, (_, outcomes) = run_setting(setting)
+    assert outcomes[0].status == "failed"
+    assert outcomes[0].error == (f"DataError: cannot read image {root / 'test' / 'dog' / 'a.png'}: "
+                                 "image file is truncated")
