@@ -181,3 +181,13 @@ def test_a_corrupt_test_image_fails_the_trial_naming_the_file(tmp_path):
     assert outcomes[0].status == "failed"
     assert outcomes[0].error == (f"DataError: cannot read image {root / 'test' / 'dog' / 'a.png'}: "
                                  "image file is truncated")
+
+
+def test_a_trial_whose_seeds_all_fail_to_start_still_reports():
+    # Ray Tune ends the whole sweep when a trial returns without reporting its metric.
+    setting = TrialSetting("bbt", {}, "folder", None, 4, (1, 2), BudgetSpec(limit=10))
+    reports = list(run_setting(setting))
+    assert len(reports) == 1
+    _, outcomes = reports[0]
+    assert [o.status for o in outcomes] == ["failed", "failed"]
+    assert all("needs a data root" in o.error for o in outcomes)
