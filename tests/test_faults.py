@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import io
+import os
+import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+from ray import cloudpickle
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec
-from sweep.oracle import ClipOracle
+from sweep.errors import DataError
+from sweep.models import ModelSpec
 from sweep.objective import NonFiniteLossError, rank_nonfinite_worst
+from sweep.oracle import ClipOracle
+from sweep.pool import OraclePool, OracleServer, PoolError, TaskKey
+from sweep.prompted import PromptLayout
+from sweep.spec import parse_spec
 from sweep.trainable import TrialSetting, _outcome_dict, run_setting
 
 
@@ -191,3 +201,91 @@ def test_a_trial_whose_seeds_all_fail_to_start_still_reports():
     _, outcomes = reports[0]
     assert [o.status for o in outcomes] == ["failed", "failed"]
     assert all("needs a data root" in o.error for o in outcomes)
+
+
+# ---------------------------------------------------------------- oracle actors that die
+
+DOOMED_SEED = 2
+
+
+class DyingServer(OracleServer):
+    """Kills its own process (as the out-of-memory killer would) on every training request
+    of the digits task drawn with DOOMED_SEED; serves everything else."""
+
+    def evaluate(self, key: TaskKey, *args, **kwargs):
+        if key.dataset == "digits" and key.seed == DOOMED_SEED:
+            os._exit(1)
+        return super().evaluate(key, *args, **kwargs)
+
+
+def _dying_pool(retries: int) -> OraclePool:
+    """One actor; each actor restarted and each request resubmitted ``retries`` times."""
+    # Ray's workers cannot import this test module (tests/ is not on their path): send
+    # the class itself.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return OraclePool(ModelSpec(), 1, server=DyingServer, threads_per_actor=1,
+                      max_restarts=retries, max_task_retries=retries)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_request_that_kills_its_actor_fails_alone_and_a_fresh_actor_serves_the_rest(
+        ray_session, tmp_path):
+    pool = _dying_pool(retries=0)  # no Ray restarts: test_pool.py and the sweep below have them
+    try:
+        stale = pickle.loads(pickle.dumps(pool))  # a trial's copy, taken before the replacement
+        first = pool.call("pid")
+        layout = PromptLayout(n_text=2)
+        doomed = pool.oracle(TaskKey("digits", None, 4, DOOMED_SEED), layout)
+        text = np.zeros((3, *doomed.text_shape), np.float32)
+        with pytest.raises(PoolError, match="gone for good") as info:
+            doomed.evaluate(text=text)
+        assert "\n" not in str(info.value)
+        assert doomed.used.candidate_evals == 3  # counted once, before dispatch
+        fresh = pool.call("pid")
+        assert fresh != first
+        assert stale.call("pid") == fresh  # resubmitted to the replacement, not failed
+        ok = pool.oracle(TaskKey("digits", None, 4, 1), layout)
+        assert ok.evaluate(text=text).losses.shape == (3,)
+        # An unreadable test image comes back as the oracle's own one-line DataError.
+        root = _class_folders(tmp_path, corrupt="test/dog")
+        folder = pool.oracle(TaskKey("folder", str(root), 1, 1), layout)
+        with pytest.raises(DataError) as info:
+            folder.evaluate_split("test", text=text)
+        assert str(info.value) == (f"cannot read image {root / 'test' / 'dog' / 'a.png'}: "
+                                   "image file is truncated")
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_whose_actor_keeps_dying_is_a_failed_row_and_the_sweep_goes_on(
+        ray_session, tmp_path, monkeypatch):
+    from sweep import tuning
+
+    monkeypatch.setattr(tuning, "OraclePool", lambda spec, actors, **kw: _dying_pool(retries=1))
+    spec = parse_spec(f"""
+        name = "dying"
+        [data]
+        shots = [4]
+        seeds = [1, {DOOMED_SEED}]
+        [budget]
+        limit = 40
+        [search]
+        methods = ["bbt", "zero-shot"]
+        [methods.bbt]
+        params = {{ popsize = 5, intrinsic_dim_text = 20 }}
+        """, "dying.toml")
+    path = tuning.run_sweep(spec, results_root=tmp_path, progress=False)
+    trials = pd.read_parquet(path / "trials").set_index("trial_id")
+    doomed = trials.loc[f"bbt-digits-4shot-000-s{DOOMED_SEED}"]
+    assert doomed["status"] == "failed"
+    assert doomed["error"].startswith("PoolError: oracle actor 0 died serving this request and "
+                                      "is gone for good (max_restarts=1)")
+    # The other seed of the same trial goes on with the fresh actor; the later
+    # zero-shot trial is served by it too.
+    assert trials.loc["bbt-digits-4shot-000-s1", "status"] == "completed"
+    assert trials.loc["bbt-digits-4shot-000-s1", "queries_candidate_evals"] == 40
+    zero_shot = trials[trials["method"] == "zero-shot"]
+    assert len(zero_shot) == 2 and (zero_shot["status"] == "completed").all()
