@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -289,3 +290,91 @@ def test_a_trial_whose_actor_keeps_dying_is_a_failed_row_and_the_sweep_goes_on(
     assert trials.loc["bbt-digits-4shot-000-s1", "queries_candidate_evals"] == 40
     zero_shot = trials[trials["method"] == "zero-shot"]
     assert len(zero_shot) == 2 and (zero_shot["status"] == "completed").all()
+
+
+# ---------------------------------------------------------------- results that cannot be written
+
+GOOD_SWEEP = """\
+name = "ok"
+[data]
+shots = [4]
+seeds = [1]
+[budget]
+limit = 40
+[search]
+methods = ["zero-shot", "bbt"]
+"""
+
+
+def _read_only(monkeypatch, *folders: Path) -> None:
+    """Make ``folders`` read-only. Root ignores file modes, so when the tests run as root the
+    calls that create entries in them fail as the kernel makes them fail for anyone else."""
+    for folder in folders:
+        folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return
+
+    def refuse(real):
+        def call(path, *args, **kwargs):
+            if any(Path(os.fsdecode(path)).is_relative_to(f) for f in folders):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "mkdir", refuse(os.mkdir))
+    monkeypatch.setattr(os, "open", refuse(os.open))  # tempfile.mkstemp's
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new sweep", "interrupted sweep"])
+def test_a_read_only_results_folder_fails_before_any_work(existing, tmp_path, capsys,
+                                                          monkeypatch):
+    from sweep import tuning
+    from sweep.launch import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(tuning, "start_ray", must_not_run)
+    spec = tmp_path / "ok.toml"
+    spec.write_text(GOOD_SWEEP)
+    results = tmp_path / "results"
+    # A new sweep goes in a read-only root; an interrupted one left its (empty) folders.
+    folders = [results / "ok" / "trials", results / "ok" / "curves"] if existing else [results]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    _read_only(monkeypatch, *folders)
+    try:
+        assert main([str(spec), "--results", str(results), "--quiet"]) == 2
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    action = "write in results folder" if existing else "create results folder"
+    assert len(err) == 1 and f"cannot {action}" in err[0] and "Permission denied" in err[0], err
+    assert [p for p in results.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_full_disk_stops_the_sweep_with_one_line_and_no_partial_part(ray_session, tmp_path,
+                                                                       capsys, monkeypatch):
+    import sweep.results as results
+    from sweep.launch import main
+
+    def half_then_full(table, where, **kwargs):
+        where.write(b"PAR1 partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results.pq, "write_table", half_then_full)
+    spec = tmp_path / "ok.toml"
+    spec.write_text(GOOD_SWEEP)
+    assert main([str(spec), "--results", str(tmp_path / "results"), "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].endswith("No space left on device"), err
+    sweep_dir = tmp_path / "results" / "ok"
+    for table in ("trials", "curves"):
+        assert list((sweep_dir / table).iterdir()) == []  # no part, no temporary
+    # The first trial's write failed: the sweep stopped there, bbt never ran.
+    assert "done:" not in out
+    assert [p.name for p in (sweep_dir / ".tune").iterdir()] == ["zero-shot-digits-4shot"]
