@@ -128,7 +128,7 @@ def _load_reason(exc: BaseException) -> str:
 
 
 def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
-    """How ``state`` differs from the model's ``expected`` keys and shapes, in a few words ("" if not).
+    """How ``state`` differs from the model's keys and shapes, in a few words ("": it fits).
 
     torch's own message lists every key, hundreds for a real CLIP.
     """

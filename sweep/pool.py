@@ -42,7 +42,7 @@ __all__ = ["OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
 
 
 class PoolError(PromptTuningError, RuntimeError):
-    """A request failed because its oracle actor died serving it more often than the pool retries."""
+    """A request failed: its oracle actor died serving it more often than the pool retries."""
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,14 @@ class OraclePool:
             cloudpickle.dumps((server, options, args)), self.actors)
 
     def refresh(self) -> None:
-        """Take the keeper's current actors: a copy pickled before a replacement still has the old."""
+        """Take the keeper's current actors (a copy pickled before a replacement has the old)."""
         import ray
 
         actors, generations = ray.get(self._keeper.current.remote())
         self.actors, self.generations = list(actors), list(generations)
 
     def _resolve(self, slot: int, ref, method: str, args: tuple, resubmitted: bool = False) -> Any:
-        """The result of ``ref``, a request to the actor of ``slot``; a PoolError if the actor died."""
+        """The result of ``ref``, a request to the actor in ``slot``; PoolError if it died."""
         import ray
 
         generation = self.generations[slot]
@@ -186,7 +186,7 @@ class OraclePool:
                     f"oracle actor {slot} died serving this request and is gone for good "
                     f"(max_restarts={self.max_restarts}); a fresh actor serves later requests. "
                     f"{_first_line(exc)}") from exc
-        except ray.exceptions.RayActorError as exc:  # restarting, but this request's retries are spent
+        except ray.exceptions.RayActorError as exc:  # restarting; this request's retries are spent
             raise PoolError(
                 f"oracle actor {slot} died serving this request {1 + self.max_task_retries} "
                 f"times (max_task_retries={self.max_task_retries}); it restarts for later "
@@ -210,10 +210,11 @@ class OraclePool:
         jobs = []
         for slot, idx in enumerate(pieces):
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
-            args = (*head, None if text is None else text[sl], None if visual is None else visual[sl],
-                    *tail)
+            args = (*head, None if text is None else text[sl],
+                    None if visual is None else visual[sl], *tail)
             jobs.append((slot, args, getattr(self.actors[slot], method).remote(*args)))
-        return _concat([self._resolve(slot, ref, method, args) for slot, args, ref in jobs], features)
+        return _concat([self._resolve(slot, ref, method, args) for slot, args, ref in jobs],
+                       features)
 
     def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
         self.refresh()
@@ -230,7 +231,7 @@ class OraclePool:
 
 
 def _get(ref) -> Any:
-    """``ray.get``; the oracle's own errors (a bad prompt, an unreadable image) come back as themselves.
+    """``ray.get``; the oracle's own errors (a bad prompt, an unreadable image) come back as such.
 
     Any other exception in an actor is a bug and keeps Ray's wrapper with the remote traceback.
     """

@@ -130,7 +130,8 @@ def _coop_without_split_file(tmp: Path) -> tuple[str, str]:
 
 def _corrupt_training_image(tmp: Path) -> tuple[str, str]:
     _class_folders(tmp / "data", corrupt="train/dog")
-    return _folder_data(tmp / "data"), f"cannot read image {tmp / 'data' / 'train' / 'dog' / 'a.png'}"
+    bad = tmp / "data" / "train" / "dog" / "a.png"
+    return _folder_data(tmp / "data"), f"cannot read image {bad}: image file is truncated"
 
 
 def _corrupt_checkpoint(tmp: Path) -> tuple[str, str]:
@@ -144,7 +145,8 @@ def _checkpoint_of_another_architecture(tmp: Path) -> tuple[str, str]:
     torch.manual_seed(0)
     other = torch.nn.Sequential(torch.nn.Linear(4, 4))  # other keys and shapes
     torch.save(other.state_dict(), tmp / "w.pt")
-    return f'[model]\ncheckpoint = "{tmp / "w.pt"}"\n', "does not match architecture 'promptsweep-tiny': keys missing"
+    return (f'[model]\ncheckpoint = "{tmp / "w.pt"}"\n',
+            "does not match architecture 'promptsweep-tiny': keys missing")
 
 
 BAD_INPUT = {
