@@ -165,16 +165,22 @@ BAD_INPUT = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_fails_before_any_work_with_one_line_and_status_2(case, tmp_path, capsys,
-                                                                     monkeypatch):
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Starting Ray fails the test: nothing may start before the input is checked."""
     from sweep import tuning
-    from sweep.launch import main
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("Ray was started")
 
     monkeypatch.setattr(tuning, "start_ray", must_not_run)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_fails_before_any_work_with_one_line_and_status_2(case, tmp_path, capsys,
+                                                                     no_ray):
+    from sweep.launch import main
+
     method, make = BAD_INPUT[case]
     extra, needle = make(tmp_path)
     spec = tmp_path / "bad.toml"
@@ -329,14 +335,9 @@ def _read_only(monkeypatch, *folders: Path) -> None:
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new sweep", "interrupted sweep"])
 def test_a_read_only_results_folder_fails_before_any_work(existing, tmp_path, capsys,
-                                                          monkeypatch):
-    from sweep import tuning
+                                                          monkeypatch, no_ray):
     from sweep.launch import main
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(tuning, "start_ray", must_not_run)
     spec = tmp_path / "ok.toml"
     spec.write_text(GOOD_SWEEP)
     results = tmp_path / "results"
