@@ -145,6 +145,7 @@ class OraclePool:
                  server: type = OracleServer) -> None:
         import ray
         from ray import cloudpickle
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from sweep.keeper import ActorKeeper
 
@@ -160,7 +161,10 @@ class OraclePool:
         remote = ray.remote(server).options(**options)
         self.actors = [remote.remote(*args) for _ in range(actors)]
         self.generations = [0] * actors
-        self._keeper = ray.remote(ActorKeeper).options(num_cpus=0).remote(
+        # On the driver's node: a lost GPU node must not take the keeper (and the
+        # replacements it owns) with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self._keeper = ray.remote(ActorKeeper).options(num_cpus=0, scheduling_strategy=here).remote(
             cloudpickle.dumps((server, options, args)), self.actors)
 
     def refresh(self) -> None:
