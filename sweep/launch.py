@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         run_sweep(spec, address=args.address, resume=args.resume, results_root=args.results,
                   progress=not args.quiet)
     except PromptTuningError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, whatever the message quotes (a library's multi-line reason, a path).
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -109,7 +109,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or unsafe file
         raise ModelError(
-            f"checkpoint {path} cannot be read as a weights-only torch file: {exc}"
+            f"checkpoint {path} cannot be read as a weights-only torch file: {_load_reason(exc)}"
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -117,6 +117,28 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"checkpoint {path} does not hold a state dict of tensors")
     # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_reason(exc: BaseException) -> str:
+    """torch.load's reason on one line, without its advice to load the file as a full pickle."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the refusal wraps the reason in paragraphs of advice
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """How ``state`` differs from the model's keys and shapes, in a few words ("": it fits).
+
+    torch's own message lists every key, hundreds for a real CLIP.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+                for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    return "; ".join(f"{what}: {len(keys)} (first: {keys[0]})" for what, keys in (
+        ("keys missing", missing), ("unexpected keys", unexpected), ("of another shape", reshaped))
+        if keys)
 
 
 def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> LoadedModel:
@@ -158,14 +180,11 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
         ) from exc
     if checkpoint:
         state = _read_state_dict(Path(checkpoint))
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[:3]
-            raise ModelError(
-                f"checkpoint {checkpoint} does not match architecture {spec.name!r}: "
-                + " ".join(line.strip() for line in first)
-            ) from exc
+        mismatch = _mismatch(model.state_dict(), state)
+        if mismatch:
+            raise ModelError(f"checkpoint {checkpoint} does not match architecture {spec.name!r}: "
+                             f"{mismatch}")
+        model.load_state_dict(state, strict=True)
     model = model.to(dev).float().eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -7,10 +7,19 @@ actors and gathers the results in order.
 
 Query accounting lives in ``PooledOracle``, in the trial's process: a request
 is checked against the budget and counted once, before it is dispatched. The
-actors count nothing. When an actor dies, Ray restarts it (``max_restarts``)
-and resubmits its lost tasks (``max_task_retries``); a retried task is not a
-new request, so nothing is counted twice and nothing is lost. Only numpy
-arrays (prompts, losses, features) cross the wire.
+actors count nothing. Only numpy arrays (prompts, losses, features) cross the
+wire.
+
+When an actor dies, Ray restarts it and resubmits its lost tasks, up to
+``max_task_retries`` times per request; a retried task is not a new request,
+so nothing is counted twice and nothing is lost. A request that kills its
+actor every time fails with ``PoolError`` (its trial becomes a ``failed``
+row) and the restarted actor serves the later requests. After
+``max_restarts`` restarts an actor is gone for good: the pool's keeper
+(``sweep.keeper``) starts a fresh actor in its place, once for all trials,
+and a request that finds its actor already replaced is resubmitted to the
+new one. Requests of other trials that were waiting on an actor when it died
+for good fail alike; each request is bounded, and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ __all__ = ["OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
 
 
 class PoolError(PromptTuningError, RuntimeError):
-    """An oracle actor is gone for good (it died more often than it may be restarted)."""
+    """A request failed: its oracle actor died serving it more often than the pool retries."""
 
 
 @dataclass(frozen=True)
@@ -125,37 +134,75 @@ class OraclePool:
             trials that hold CPUs while waiting for actors that also need CPUs
             deadlock silently (TOOLCHAIN.md).
         threads_per_actor: torch threads in each actor (default: cores / actors).
-        max_restarts: how often Ray may restart a dead actor (its lost tasks are retried).
+        max_restarts: how often Ray may restart one actor before the keeper replaces it.
+        max_task_retries: how often a request lost with its actor is resubmitted.
+        server: the actors' class (``OracleServer`` or a subclass).
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
                  cpus_per_actor: float = 0, threads_per_actor: int | None = None,
-                 max_restarts: int = 3) -> None:
+                 max_restarts: int = 3, max_task_retries: int = 3,
+                 server: type = OracleServer) -> None:
         import ray
+        from ray import cloudpickle
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from sweep.keeper import ActorKeeper
 
         if actors < 1:
             raise ConfigError(f"a pool needs at least one actor; got {actors}")
         if threads_per_actor is None and not gpus_per_actor:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
-        remote = ray.remote(OracleServer).options(
-            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
-            max_restarts=max_restarts, max_task_retries=max_restarts,
-        )
-        device = "cuda" if gpus_per_actor else "cpu"
+        options = dict(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
+                       max_restarts=max_restarts, max_task_retries=max_task_retries)
+        args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor)
         self.model_spec = model_spec
-        self.actors = [remote.remote(model_spec, device, threads_per_actor) for _ in range(actors)]
+        self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
+        remote = ray.remote(server).options(**options)
+        self.actors = [remote.remote(*args) for _ in range(actors)]
+        self.generations = [0] * actors
+        # On the driver's node: a lost GPU node must not take the keeper (and the
+        # replacements it owns) with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self._keeper = ray.remote(ActorKeeper).options(num_cpus=0, scheduling_strategy=here).remote(
+            cloudpickle.dumps((server, options, args)), self.actors)
 
-    def _get(self, refs):
+    def refresh(self) -> None:
+        """Take the keeper's current actors (a copy pickled before a replacement has the old)."""
         import ray
 
+        actors, generations = ray.get(self._keeper.current.remote())
+        self.actors, self.generations = list(actors), list(generations)
+
+    def _resolve(self, slot: int, ref, method: str, args: tuple, resubmitted: bool = False) -> Any:
+        """The result of ``ref``, a request to the actor in ``slot``; PoolError if it died."""
+        import ray
+
+        generation = self.generations[slot]
         try:
-            return ray.get(refs)
-        except ray.exceptions.RayActorError as exc:
-            raise PoolError(f"an oracle actor died and could not be restarted: {exc}") from exc
+            return _get(ref)
+        except ray.exceptions.ActorDiedError as exc:
+            actor, self.generations[slot], replaced = ray.get(
+                self._keeper.replace.remote(slot, generation))
+            self.actors[slot] = actor
+            if replaced or resubmitted:  # this request saw the actor's last death
+                raise PoolError(
+                    f"oracle actor {slot} died serving this request and is gone for good "
+                    f"(max_restarts={self.max_restarts}); a fresh actor serves later requests. "
+                    f"{_first_line(exc)}") from exc
+        except ray.exceptions.RayActorError as exc:  # restarting; this request's retries are spent
+            raise PoolError(
+                f"oracle actor {slot} died serving this request {1 + self.max_task_retries} "
+                f"times (max_task_retries={self.max_task_retries}); it restarts for later "
+                f"requests. {_first_line(exc)}") from exc
+        # The actor was gone before this request reached it and another request had it
+        # replaced: resubmit once, to the replacement.
+        retry = getattr(self.actors[slot], method).remote(*args)
+        return self._resolve(slot, retry, method, args, resubmitted=True)
 
     def call(self, method: str, *args) -> Any:
         """Run ``method`` on one actor (for requests that need no split)."""
-        return self._get(getattr(self.actors[0], method).remote(*args))
+        return self._resolve(0, getattr(self.actors[0], method).remote(*args), method, args)
 
     def map_candidates(self, method: str, head: tuple, text, visual, tail: tuple, n: int,
                        features: bool) -> Evaluation:
@@ -164,22 +211,46 @@ class OraclePool:
         Each actor runs ``method(*head, text_piece, visual_piece, *tail)``.
         """
         pieces = np.array_split(np.arange(n), min(n, len(self.actors)))
-        refs = []
-        for actor, idx in zip(self.actors, pieces):
+        jobs = []
+        for slot, idx in enumerate(pieces):
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
-            refs.append(getattr(actor, method).remote(
-                *head, None if text is None else text[sl], None if visual is None else visual[sl], *tail))
-        return _concat(self._get(refs), features)
+            args = (*head, None if text is None else text[sl],
+                    None if visual is None else visual[sl], *tail)
+            jobs.append((slot, args, getattr(self.actors[slot], method).remote(*args)))
+        return _concat([self._resolve(slot, ref, method, args) for slot, args, ref in jobs],
+                       features)
 
     def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
+        self.refresh()
         return PooledOracle(self, key, layout, budget)
 
     def shutdown(self) -> None:
+        """Stop every actor, replacements included, and the keeper."""
         import ray
 
-        for actor in self.actors:
+        self.refresh()
+        for actor in (*self.actors, self._keeper):
             ray.kill(actor, no_restart=True)
         self.actors = []
+
+
+def _get(ref) -> Any:
+    """``ray.get``; the oracle's own errors (a bad prompt, an unreadable image) come back as such.
+
+    Any other exception in an actor is a bug and keeps Ray's wrapper with the remote traceback.
+    """
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, PromptTuningError):
+            raise exc.cause from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class PooledOracle:

@@ -505,6 +505,16 @@ def _write_atomic(table: pa.Table, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
+def _probe(folder: Path) -> None:
+    """Create and remove a file in ``folder``: an existing folder may be read-only."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".probe.", suffix=_TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise _results_error("write in results folder", folder, exc) from exc
+
+
 def _results_error(action: str, path: Path, exc: OSError) -> ResultsError:
     reason = exc.strerror or str(exc) or type(exc).__name__
     err = ResultsError(f"cannot {action} {path}: {reason}")
@@ -522,8 +532,8 @@ class ResultsWriter:
 
     Raises:
         ConfigError: the sweep name escapes ``root`` or a parameter type is unknown.
-        ResultsError: the folders cannot be created, or the sweep already holds
-            parts written with a different schema.
+        ResultsError: the folders cannot be created or written in, or the sweep
+            already holds parts written with a different schema.
     """
 
     def __init__(self, root: Path, sweep: str, param_types: Mapping[str, str]) -> None:
@@ -538,6 +548,7 @@ class ResultsWriter:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise _results_error("create results folder", folder, exc) from exc
+            _probe(folder)
         self._check_existing_schema()
         self.provenance = Provenance.current()
 

@@ -95,6 +95,11 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None
             runs[out.seed], out.device, out.objective = _start(setting, out.seed, pool)
         except Exception as exc:  # a bad setting or a lost actor: a failed row, not a crash
             _fail(out, exc)
+    if not runs:
+        # Every seed failed to start. One report all the same: Ray Tune fails the whole
+        # sweep when a trial ends without reporting its metric.
+        yield 0, outcomes
+        return
     checkpoint = 0
     while runs:
         for out in outcomes:

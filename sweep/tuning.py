@@ -25,7 +25,15 @@ from tqdm import tqdm
 from sweep.errors import ConfigError
 from sweep.loop import CheckpointRecord
 from sweep.pool import OraclePool
-from sweep.results import ResultsWriter, TrialRecord, load_results, remove_incomplete, scan
+from sweep.preflight import check_inputs
+from sweep.results import (
+    ResultsError,
+    ResultsWriter,
+    TrialRecord,
+    load_results,
+    remove_incomplete,
+    scan,
+)
 from sweep.spaces import param_columns, sample_to_config
 from sweep.spec import SweepSpec
 from sweep.trainable import TrialSetting, tune_trainable
@@ -135,7 +143,11 @@ def start_ray(address: str | None = None) -> None:
 
 
 class ResultsCallback:
-    """Driver side: keeps each trial's latest report, writes its rows when it ends; shows progress."""
+    """Driver side: keeps each trial's latest report, writes its rows when it ends; shows progress.
+
+    A write that fails (disk full, read-only folder) is kept in ``error`` and nothing
+    more is written: the sweep stops (``_stop_on_error``) and ``run_sweep`` raises it.
+    """
 
     def __init__(self, writer: ResultsWriter, spec: SweepSpec, group: Group, bar: tqdm,
                  progress: dict[str, Any]) -> None:
@@ -143,6 +155,7 @@ class ResultsCallback:
         self.latest: dict[str, dict[str, Any]] = {}
         self.space = spec.space(group.method)
         self.counter_base = 0
+        self.error: ResultsError | None = None
 
     def _index(self, trial) -> int:
         # Settings are numbered in the order Tune creates them (the counter that leads its
@@ -155,6 +168,8 @@ class ResultsCallback:
         self.latest[trial.trial_id] = result
 
     def on_trial_end(self, trial, error: str | None) -> None:
+        if self.error is not None:
+            return
         result = self.latest.get(trial.trial_id, {})
         if self.group.sample_id:
             sample_id, params = self.group.sample_id, dict(self.group.params or {})
@@ -191,7 +206,11 @@ class ResultsCallback:
                 record = TrialRecord(status=status, queries=queries, checkpoints=records,
                                      stop_reasons=out.get("stop_reasons") or {},
                                      wall_s=out.get("wall_s"), **identity)
-            self.writer.write(record)
+            try:
+                self.writer.write(record)
+            except ResultsError as exc:
+                self.error = exc
+                return
             self.progress["queries"] += queries[budget.unit]
             if records and records[-1].val_acc == records[-1].val_acc:  # not nan
                 self.progress["best_val"] = max(self.progress["best_val"], records[-1].val_acc)
@@ -225,9 +244,32 @@ def _tune_callback(inner: ResultsCallback):
     return _Forward()
 
 
+def _stop_on_error(inner: ResultsCallback):
+    """A Ray Tune Stopper that stops every trial once ``inner`` could not write."""
+    from ray.tune.stopper import Stopper
+
+    class _StopOnError(Stopper):
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return inner.error is not None
+
+    return _StopOnError()
+
+
 def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
               results_root: str | Path = "results", progress: bool = True) -> Path:
-    """Run the sweep of ``spec`` to completion; returns its results folder."""
+    """Run the sweep of ``spec`` to completion; returns its results folder.
+
+    Raises:
+        ConfigError, DataError, ModelError: bad input (results to overwrite, a data
+            root, an image of a few-shot draw, the model), before anything is written
+            or Ray starts.
+        ResultsError: the results folder cannot be created or written in (before Ray
+            starts), or a part file cannot be written: the sweep stops, leaving the
+            parts already written whole and no partial one.
+    """
     import optuna
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -236,6 +278,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
+    if plan.groups:
+        check_inputs(spec)  # before anything is removed, written or started
     if resume and plan.results_dir.exists():
         state = scan(plan.results_dir)
         print(state.summary())
@@ -289,10 +333,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                                             reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=group.tag, storage_path=str(plan.results_dir.resolve() / ".tune"), verbose=0,
+                    stop=_stop_on_error(callback),
                     # Tune's JSON log only, which its result grid reads back; the tables are ours.
                     callbacks=[_tune_callback(callback), JsonLoggerCallback()]),
             )
             tuner.fit()
+            if callback.error is not None:
+                raise callback.error
     finally:
         bar.close()
         pool.shutdown()

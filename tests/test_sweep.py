@@ -1,4 +1,5 @@
-"""The whole sweep on a local Ray: launch, Parquet tables, refusal to overwrite, resume, determinism."""
+"""The whole sweep on a local Ray: Parquet tables, refusal to overwrite, resume, determinism (also
+across one and two oracle actors), ASHA."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ methods = ["bbt", "zero-shot"]
 samples = 2
 [resources]
 concurrency = 2
-actors = 1
+actors = {actors}
 [methods.bbt]
 params = {{ popsize = 10, intrinsic_dim_text = 50 }}
 """
@@ -34,8 +35,8 @@ params = {{ popsize = 10, intrinsic_dim_text = 50 }}
 VOLATILE = ["wall_s", "started_at", "git_rev"]
 
 
-def _run(tmp_path, name, **kwargs):
-    spec = parse_spec(SPEC.format(name=name), "test.toml", base_dir=tmp_path)
+def _run(tmp_path, name, actors=1, **kwargs):
+    spec = parse_spec(SPEC.format(name=name, actors=actors), "test.toml", base_dir=tmp_path)
     return run_sweep(spec, results_root=tmp_path / "results", progress=False, **kwargs), spec
 
 
@@ -82,9 +83,11 @@ def test_resume_reruns_a_truncated_trial(sweep_dir):
     assert len(trials) == 6 and trials["trial_id"].is_unique
 
 
-def test_the_same_spec_gives_the_same_tables(sweep_dir):
+@pytest.mark.parametrize("actors", [1, 2])
+def test_the_same_spec_gives_the_same_tables(sweep_dir, actors):
+    # The first sweep had one oracle actor; with two, every batch is split between them.
     tmp, first = sweep_dir
-    second, _ = _run(tmp, "b")
+    second, _ = _run(tmp, f"b{actors}", actors)
     for table in ("trials", "curves"):
         a = pd.read_parquet(first / table).drop(columns=VOLATILE, errors="ignore")
         b = pd.read_parquet(second / table).drop(columns=VOLATILE, errors="ignore")
@@ -94,7 +97,8 @@ def test_the_same_spec_gives_the_same_tables(sweep_dir):
 
 
 def test_asha_stops_poor_settings_on_the_query_axis(ray_session, tmp_path):
-    text = (SPEC.format(name="asha").replace('methods = ["bbt", "zero-shot"]', 'methods = ["bbt"]')
+    text = (SPEC.format(name="asha", actors=1)
+            .replace('methods = ["bbt", "zero-shot"]', 'methods = ["bbt"]')
             .replace("samples = 2", 'samples = 3\nscheduler = "asha"'))
     spec = parse_spec(text, "test.toml", base_dir=tmp_path)
     path = run_sweep(spec, results_root=tmp_path / "results", progress=False)
