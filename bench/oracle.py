@@ -247,8 +247,9 @@ def plan(only: str | None) -> list[dict]:
     scaling = [("ours", False, c, p) for c in (10, 100, 1000) for p in (1, 8, 30, 256) if (c, p) != (10, 30)]
     scaling += [("reference", False, 100, 3), ("reference", False, 1000, 1),
                 ("ours", True, 10, 1), ("ours", True, 10, 8)]
-    parts = {"main": main, "efficiency": efficiency, "scaling": scaling}
-    chosen = [parts[only]] if only else list(parts.values())
+    memory = [("ours", False, 1000, 256)]  # the largest request: its peak memory
+    parts = {"main": main, "efficiency": efficiency, "scaling": scaling, "memory": memory}
+    chosen = [parts[only]] if only else [main, efficiency, scaling]
     return [dict(impl=i, visual=v, classes=c, pop=p) for part in chosen for (i, v, c, p) in part]
 
 
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default="ViT-B-32", help="open_clip model name (random weights)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--only", choices=("main", "efficiency", "scaling"))
+    parser.add_argument("--only", choices=("main", "efficiency", "scaling", "memory"))
     parser.add_argument("--out", help="result file (default bench/results/oracle[-cuda].json)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -22,6 +22,9 @@ Prompts cross this boundary as arrays of shape (n, *text_shape) and
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import sys
 
 import numpy as np
 import torch
@@ -39,6 +42,22 @@ __all__ = ["ClipOracle", "Evaluation"]
 _SPLITS = ("val", "test")
 #: logits (candidates x images x classes) computed at once; 2**24 floats = 64 MB.
 _MAX_LOGITS = 1 << 24
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc; elsewhere nothing to do).
+
+    Large tensors allocated and freed in turn, one per chunk, leave glibc's heap
+    holding the freed memory: a request of 256 candidates x 1,000 classes x
+    16,000 images peaked at 8.4 GB instead of 2 GB. ``malloc_trim`` returns it
+    for well under a millisecond per call.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = (getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+                if sys.platform.startswith("linux") else None)
 
 
 def count_candidates(layout: PromptLayout, text_shape: tuple[int, ...], visual_shape: tuple[int, ...],
@@ -300,6 +319,8 @@ class ClipOracle:
             losses.append(F.cross_entropy(logits.reshape(k * m, n_cls), labels.repeat(k),
                                           reduction="none").view(k, m).mean(dim=1))
             acc.append((logits.argmax(dim=-1) == labels).float().mean(dim=1))
+            del logits
+            _trim_heap()
         return torch.cat(losses), torch.cat(acc)
 
     # --------------------------------------------------------------- channels
