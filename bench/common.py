@@ -30,9 +30,9 @@ def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=ROOT, check=True)
-        # the code's state: changes to earlier figures in bench/results/ do not count
+        # the code's state: edits to earlier figures and to documentation do not count
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!bench/results"],
+                                ":!bench/results", ":!*.md"],
                                capture_output=True, text=True, cwd=ROOT).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

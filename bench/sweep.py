@@ -86,7 +86,13 @@ def _role(pid: int, root: int) -> str | None:
     return "ray"
 
 
-def run(argv: list[str], results: Path, expected_trials: int) -> dict:
+def _trial_rows(results: Path) -> int:
+    import pyarrow.dataset as ds
+
+    return sum(ds.dataset(d, format="parquet").count_rows() for d in results.glob("*/trials"))
+
+
+def run(argv: list[str], results: Path) -> dict:
     """Run ``python -m sweep.launch argv``, sampling memory; return wall time and memory figures."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "sweep.launch", *argv, "--results", str(results),
@@ -119,7 +125,7 @@ def run(argv: list[str], results: Path, expected_trials: int) -> dict:
     processes.sort(key=lambda p: (p["role"], p["pid"]))
     driver = next(p for p in processes if p["role"] == "driver")
     return {"wall_s": wall, "driver_peak_mb": driver["peak_mb"], "tree_peak_mb": total_peak,
-            "trial_files": len(list(results.rglob("trials/*.parquet"))), "expected_trials": expected_trials,
+            "trial_files": len(list(results.rglob("trials/*.parquet"))), "trial_rows": _trial_rows(results),
             "processes": [p for p in processes if p["role"] in ("driver", "oracle actor")],
             "trial_workers": len([p for p in processes if p["role"] == "trial worker"])}
 
@@ -133,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.soak:
             spec = Path(tmp) / "soak.toml"
             spec.write_text(SOAK_SPEC)
-            figures = run([str(spec)], Path(tmp) / "results", 200)
+            figures = run([str(spec)], Path(tmp) / "results")
         else:
-            figures = run([], Path(tmp) / "results", 12)
+            figures = run([], Path(tmp) / "results")
     print(f"wall {figures['wall_s']:.0f} s; driver peak {figures['driver_peak_mb']:.0f} MB; "
           f"all processes at most {figures['tree_peak_mb']:.0f} MB together; "
-          f"{figures['trial_files']} trial part files")
+          f"{figures['trial_rows']} trial rows in {figures['trial_files']} part files")
     for p in figures["processes"]:
         print(f"  {p['role']:<12} pid {p['pid']:>7}: {p['start_mb']:6.0f} MB after the first trial, "
               f"{p['end_mb']:6.0f} MB at the end (peak {p['peak_mb']:.0f} MB)")
