@@ -1,6 +1,6 @@
 """Oracle throughput against the straightforward loop, side by side in one run.
 
-    python -m bench.oracle                       # everything (about 30 min on 2 CPU cores)
+    python -m bench.oracle                       # everything (about 50 min on 2 CPU cores)
     python -m bench.oracle --only main           # the two headline ratios
     python -m bench.oracle --device cuda         # the same on a GPU (mixed precision)
 
