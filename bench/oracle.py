@@ -268,23 +268,24 @@ def summarise(rows: list[dict]) -> dict:
                 return r
         return None
 
+    def compare(ours, ref):
+        """Speed-up, and the losses of the candidates both evaluated (the first ones)."""
+        k = len(ref["losses"])
+        diff = float(np.max(np.abs(np.subtract(ours["losses"][:k], ref["losses"]))))
+        return {"speedup": ours["candidates_per_s"] / ref["candidates_per_s"],
+                "max_loss_difference": diff, "losses_equal": diff <= TOLERANCE}
+
     summary = {}
     for visual, name in ((False, "text"), (True, "text+visual")):
         ours, ref = find("ours", visual, 10, 30), find("reference", visual, 10)
         if ours and ref:
-            k = len(ref["losses"])
-            diff = float(np.max(np.abs(np.subtract(ours["losses"][:k], ref["losses"]))))
             summary[name] = {"ours_per_s": ours["candidates_per_s"], "reference_per_s": ref["candidates_per_s"],
-                             "speedup": ours["candidates_per_s"] / ref["candidates_per_s"],
-                             "max_loss_difference": diff, "losses_equal": diff <= TOLERANCE,
+                             **compare(ours, ref),
                              "ours_peak_rss_mb": ours["peak_rss_mb"], "reference_peak_rss_mb": ref["peak_rss_mb"]}
     for c in (100, 1000):
         ours, ref = find("ours", False, c, 30), find("reference", False, c)
         if ours and ref:
-            k = len(ref["losses"])
-            diff = float(np.max(np.abs(np.subtract(ours["losses"][:k], ref["losses"]))))
-            summary[f"text, {c} classes"] = {"speedup": ours["candidates_per_s"] / ref["candidates_per_s"],
-                                             "max_loss_difference": diff, "losses_equal": diff <= TOLERANCE}
+            summary[f"text, {c} classes"] = compare(ours, ref)
     eff = find("efficiency", False, 10)
     if eff:
         summary["efficiency"] = eff["efficiency"]
