@@ -1,24 +1,62 @@
 """The mathematics of black-box prompt tuning: pure numpy/torch, no Ray, no open_clip.
 
 ``REGISTRY`` maps every method name to its config and class; it is filled
-here, explicitly, from each module's ``register_all``.
+here, explicitly, from ``METHODS``, the one list of method names. A method's
+module (and torch, cma or pypop7 behind it) is imported only when the method
+is first made, so importing this package or listing the names stays cheap.
 """
 
-from methods import baselines, es_pypop, es_subspace, zeroth_order, zo_adapter
 from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import BudgetExceededError, ConfigError, PromptTuningError
-from methods.registry import REGISTRY, Registry
+from methods.registry import REGISTRY, MethodSpec, Registry
 
-for _module in (es_subspace, es_pypop, zeroth_order, zo_adapter, baselines):
-    _module.register_all(REGISTRY)
-del _module
+_ES, _PYPOP, _ZO, _CBBT, _BASELINES = (
+    "methods.es_subspace", "methods.es_pypop", "methods.zeroth_order", "methods.zo_adapter",
+    "methods.baselines",
+)
+
+#: Every method: registry name, defining module, config class, method class, summary.
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("bpt-vlm", _ES, "BPTVLMConfig", "BPTVLM",
+        "BPT-VLM shallow: pycma CMA-ES over [z_L || z_V] (IJCAI 2023)"),
+    MethodSpec("bpt-vlm-deep", _ES, "BPTVLMDeepConfig", "BPTVLMDeep",
+        "BPT-VLM deep: one pycma CMA-ES per layer, block-coordinate (IJCAI 2023)"),
+    MethodSpec("bbt", _ES, "BBTConfig", "BBT",
+        "BBT on CLIP: pycma CMA-ES over a text subspace (ICML 2022)"),
+    MethodSpec("bpt-vlm-lmcmaes", _PYPOP, "PypopESConfig", "BPTVLMLMCMAES",
+        "BPT-VLM shallow with pypop7 LM-CMA-ES (Loshchilov 2014)"),
+    MethodSpec("bpt-vlm-mmes", _PYPOP, "PypopESConfig", "BPTVLMMMES",
+        "BPT-VLM shallow with pypop7 MMES (He et al. 2021)"),
+    MethodSpec("bpt-vlm-lmmaes", _PYPOP, "PypopESConfig", "BPTVLMLMMAES",
+        "BPT-VLM shallow with pypop7 LM-MA-ES (Loshchilov et al. 2019)"),
+    MethodSpec("zo", _ZO, "ZerothOrderConfig", "ZerothOrder",
+        "zeroth-order descent: any registered estimator (config 'estimator') + Adam/SGD/SPSA"),
+    MethodSpec("cbbt", _CBBT, "CBBTConfig", "CBBT",
+        "CBBT: 1-token text prompt by sphere ZO (q 256, Adam) + CLIP-Adapter on returned features"),
+    MethodSpec("cbbt-tip", _CBBT, "CBBTTipConfig", "CBBT",
+        "CBBT with a Tip-Adapter-F cache built from the returned training features"),
+    MethodSpec("zip", _BASELINES, "ZIPConfig", "ZIP",
+        "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens in a 417-d random subspace"),
+    MethodSpec("blackvip", _BASELINES, "BlackVIPConfig", "BlackVIP",
+        "BlackVIP-style SPSA-GC (q 5) on 5 visual prompt tokens"),
+    MethodSpec("zero-shot", _BASELINES, "ZeroShotConfig", "ZeroShot",
+        "zero-shot CLIP with the hand-written template; no queries"),
+    MethodSpec("coop", _BASELINES, "CoOpConfig", "CoOp",
+        "white-box CoOp (NOT black-box: true gradients, glass-box oracle), Adam"),
+)
+
+for _spec in METHODS:
+    REGISTRY.declare(_spec)
+del _spec
 
 __all__ = [
+    "METHODS",
     "REGISTRY",
     "BudgetExceededError",
     "ConfigError",
     "Evaluation",
     "Method",
+    "MethodSpec",
     "PromptConfig",
     "PromptTuningError",
     "Registry",

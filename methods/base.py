@@ -1,7 +1,7 @@
 """The method interface: batched ask/tell over a search space; the caller owns the loop.
 
 A method never sees a model. It proposes points z of its search space, and
-is told what the objective returned for them. The loop (``sweep.loop``) is::
+is told what the objective returned for them. The loop (``sweep.run.iter_run``) is::
 
     method.plan(asks)                         # how many asks the budget allows
     while not method.stop():
@@ -201,3 +201,12 @@ class Method(ABC):
         if not np.isfinite(losses).all():
             raise ConfigError(f"{self.name}: tell() got non-finite losses; the caller must rank them")
         return losses
+
+    def _match_pending(self, pending: np.ndarray | None, z: np.ndarray) -> np.ndarray:
+        """The told points as float64; they must be those of the pending ask() (None: no ask)."""
+        if pending is None:
+            raise ConfigError(f"{self.name}: tell() without a pending ask()")
+        z = np.asarray(z, dtype=np.float64)
+        if not np.array_equal(z, pending):
+            raise ConfigError(f"{self.name}: tell() must receive the points of the last ask()")
+        return z

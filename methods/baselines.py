@@ -1,9 +1,25 @@
 """Baselines: ZIP and BlackVIP (clipped SPSA, SPSA-GC), zero-shot, and white-box CoOp.
 
 ZIP and BlackVIP are registered configurations of the zeroth-order method
-(``methods.zeroth_order``): an SPSA estimator with Spall's gains. Zero-shot
-asks nothing. CoOp is the white-box upper bound: it needs true gradients and
-is marked ``black_box = False``.
+(``methods.zeroth_order``): an SPSA estimator with Spall's gains, BlackVIP's
+settings (``BlackVIPSPSAConfig``) that ZIP reuses. Zero-shot asks nothing.
+CoOp is the white-box upper bound: it needs true gradients and is marked
+``black_box = False``.
+
+Example (ZIP and BlackVIP on a quadratic in 20 dimensions)::
+
+    >>> import numpy as np
+    >>> from methods.base import Evaluation, SearchSpace
+    >>> target = np.full(20, 0.5)
+    >>> for method in (ZIP(ZIPConfig(lr=0.05), SearchSpace(20), seed=0),
+    ...                BlackVIP(BlackVIPConfig(), SearchSpace(20), seed=0)):
+    ...     for _ in range(200):
+    ...         z = method.ask()
+    ...         method.tell(z, Evaluation(losses=0.1 * ((z - target) ** 2).sum(axis=1)))
+    ...     error = ((method.recommend() - target) ** 2).sum()
+    ...     print(method.name, bool(error < 0.5 * (target**2).sum()))
+    zip True
+    blackvip True
 """
 
 from __future__ import annotations
@@ -18,13 +34,35 @@ from methods.errors import ConfigError
 from methods.zeroth_order import Descent, DescentConfig, ZerothOrder, ZerothOrderConfig
 
 __all__ = [
-    "BlackVIP", "BlackVIPConfig", "CoOp", "CoOpConfig", "ZIP", "ZIPConfig",
-    "ZeroShot", "ZeroShotConfig", "register_all",
+    "BlackVIP", "BlackVIPConfig", "BlackVIPSPSAConfig", "CoOp", "CoOpConfig", "ZIP", "ZIPConfig",
+    "ZeroShot", "ZeroShotConfig",
 ]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ZIPConfig(ZerothOrderConfig):
+class BlackVIPSPSAConfig(ZerothOrderConfig):
+    """BlackVIP's SPSA and gains (changdaeoh/BlackVIP), which ZIP reuses (LOG-postech/ZIP)."""
+
+    #: SPSA draws per step (BlackVIP, ZIP: 5, so 10 points per step).
+    q: int = 5
+    #: SPSA radius c of c_k = c / k^gamma (BlackVIP, ZIP: 0.01).
+    mu: float | None = 0.01
+    #: BlackVIP's segmented-uniform perturbations |D_j| ~ U[0.5, 1) (ZIP reuses its code).
+    spsa_distribution: str | None = "segmented"
+    #: images per step (BlackVIP: batch 128; ZIP: one call is one forward of <= 128 images).
+    batch_size: int | None = 128
+    #: plain step x <- x - a_k g, the optimiser adds no momentum (BlackVIP, ZIP).
+    update: str = "spsa"
+    #: gain a of a_k = a / (k + o)^alpha (BlackVIP, ZIP: 0.01).
+    lr: float = 0.01
+    #: alpha of a_k (BlackVIP, ZIP: 0.4).
+    spsa_alpha: float = 0.4
+    #: offset o of a_k (BlackVIP, ZIP: 1, so a_1 = a / 2^alpha).
+    spsa_offset: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZIPConfig(BlackVIPSPSAConfig):
     """ZIP's published defaults (Park et al., ICLR 2025; LOG-postech/ZIP: trainers/zip.py)."""
 
     #: ZIP's 8 text context tokens.
@@ -33,24 +71,8 @@ class ZIPConfig(ZerothOrderConfig):
     intrinsic_dim_text: int | None = 417
     #: ZIP reuses BlackVIP's SPSA (two-sided), without the gradient correction.
     estimator: str = "spsa"
-    #: SPSA draws per step (ZIP: 5, so 10 calls per step).
-    q: int = 5
-    #: SPSA radius c of c_k = c / k^gamma (ZIP: 0.01).
-    mu: float | None = 0.01
     #: radius decay gamma (ZIP: 0.1).
     gamma: float | None = 0.1
-    #: BlackVIP's segmented-uniform perturbations (ZIP reuses its code).
-    spsa_distribution: str | None = "segmented"
-    #: images per call (ZIP: one call is one forward of <= 128 images).
-    batch_size: int | None = 128
-    #: plain SPSA step x <- x - a_k g, no momentum (ZIP).
-    update: str = "spsa"
-    #: gain a of a_k = a / (k + 1)^0.4 (ZIP: 0.01).
-    lr: float = 0.01
-    #: alpha of a_k (ZIP: 0.4).
-    spsa_alpha: float = 0.4
-    #: offset of a_k, (k + 1) with k from 1 (ZIP).
-    spsa_offset: float = 1.0
     #: ZIP's clipping g <- g min(1, sqrt(dim) / |g|).
     clip_sqrt_dim: bool = True
 
@@ -63,25 +85,15 @@ class ZIP(ZerothOrder):
     replaced by the project's Gaussian random subspace of the same dimension
     (``intrinsic_dim_text = 417``, BBT's scale rule), since the projection is the
     parametrisation's business. Budget: ZIP counts calls (one forward of one
-    batch of <= 128 images); 5,000 calls = 500 steps of 10 points.
-
-    Example:
-        >>> import numpy as np
-        >>> from methods.base import Evaluation, SearchSpace
-        >>> method = ZIP(ZIPConfig(lr=0.05), SearchSpace(20), seed=0)
-        >>> target = np.full(20, 0.5)
-        >>> for _ in range(200):
-        ...     z = method.ask()
-        ...     method.tell(z, Evaluation(losses=0.1 * ((z - target) ** 2).sum(axis=1)))
-        >>> bool(((method.recommend() - target) ** 2).sum() < 0.5 * (target**2).sum())
-        True
+    batch of <= 128 images); 5,000 calls = 500 steps of 10 points. Example: the
+    module docstring.
     """
 
     name: ClassVar[str] = "zip"
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlackVIPConfig(ZerothOrderConfig):
+class BlackVIPConfig(BlackVIPSPSAConfig):
     """BlackVIP's published defaults (Oh et al., CVPR 2023; changdaeoh/BlackVIP)."""
 
     #: no text context: BlackVIP's text side is a fixed prompt.
@@ -92,26 +104,10 @@ class BlackVIPConfig(ZerothOrderConfig):
     intrinsic_dim_visual: int | None = None
     #: SPSA with BlackVIP's gradient correction (the estimator carries m_k).
     estimator: str = "spsa_gc"
-    #: SPSA draws per step (BlackVIP: 5).
-    q: int = 5
-    #: radius c of c_k = c / k^gamma (BlackVIP: 0.01).
-    mu: float | None = 0.01
     #: radius decay gamma (BlackVIP: 0.2).
     gamma: float | None = 0.2
     #: gradient-correction beta (BlackVIP: 0.9).
     momentum: float = 0.9
-    #: BlackVIP's segmented-uniform perturbations |D_j| ~ U[0.5, 1).
-    spsa_distribution: str | None = "segmented"
-    #: images per step (BlackVIP: batch 128).
-    batch_size: int | None = 128
-    #: plain step x <- x - a_k (g_k + beta m_k) (BlackVIP).
-    update: str = "spsa"
-    #: gain a of a_k = a / (k + o)^alpha (BlackVIP: 0.01).
-    lr: float = 0.01
-    #: alpha of a_k (BlackVIP: 0.4).
-    spsa_alpha: float = 0.4
-    #: offset o of a_k (BlackVIP: 1).
-    spsa_offset: float = 1.0
 
 
 class BlackVIP(ZerothOrder):
@@ -123,17 +119,7 @@ class BlackVIP(ZerothOrder):
     directly (a subspace is one setting away: ``intrinsic_dim_visual``). The
     text side is the oracle's plain class prompt, not BlackVIP's hand-written
     template. BlackVIP counts no queries; here a step costs 2q = 10 points.
-
-    Example:
-        >>> import numpy as np
-        >>> from methods.base import Evaluation, SearchSpace
-        >>> method = BlackVIP(BlackVIPConfig(), SearchSpace(20), seed=0)
-        >>> target = np.full(20, 0.5)
-        >>> for _ in range(200):
-        ...     z = method.ask()
-        ...     method.tell(z, Evaluation(losses=0.1 * ((z - target) ** 2).sum(axis=1)))
-        >>> bool(((method.recommend() - target) ** 2).sum() < 0.5 * (target**2).sum())
-        True
+    Example: the module docstring.
     """
 
     name: ClassVar[str] = "blackvip"
@@ -247,16 +233,3 @@ class CoOp(Descent):
             raise ConfigError(
                 f"{self.name}: gradients must be finite, of shape (1, {self.dim}); got {g.shape}")
         return g[0]
-
-
-def register_all(registry: Any) -> None:
-    """Register ``zip``, ``blackvip``, ``zero-shot`` and ``coop``."""
-    registry.register(
-        "zip", ZIPConfig, ZIP,
-        "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens in a 417-d random subspace")
-    registry.register("blackvip", BlackVIPConfig, BlackVIP,
-                      "BlackVIP-style SPSA-GC (q 5) on 5 visual prompt tokens")
-    registry.register("zero-shot", ZeroShotConfig, ZeroShot,
-                      "zero-shot CLIP with the hand-written template; no queries")
-    registry.register("coop", CoOpConfig, CoOp,
-                      "white-box CoOp (NOT black-box: true gradients, glass-box oracle), Adam")

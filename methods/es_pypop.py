@@ -53,15 +53,13 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from methods.base import Evaluation, Method, PromptConfig, SearchSpace
+from methods.base import Evaluation, Method, SearchSpace
 from methods.errors import ConfigError
-
-if TYPE_CHECKING:
-    from methods.registry import Registry
+from methods.es_subspace import BPTVLMPromptConfig
 
 __all__ = [
     "BPTVLMLMCMAES",
@@ -69,7 +67,6 @@ __all__ = [
     "BPTVLMMMES",
     "PypopES",
     "PypopESConfig",
-    "register_all",
 ]
 
 #: the Optimizer attributes that _evaluate_fitness updates (restored after recording)
@@ -85,17 +82,9 @@ _BOOKKEEPING = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class PypopESConfig(PromptConfig):
+class PypopESConfig(BPTVLMPromptConfig):
     """A pypop7 evolution strategy over BPT-VLM's shallow subspace (BBT_VL_Shallow.py)."""
 
-    #: text context tokens (BPT-VLM 8).
-    n_text: int = 8
-    #: visual prompt tokens after [CLS] (BPT-VLM 5).
-    n_visual: int = 5
-    #: intrinsic dimension of the text subspace, d_L (BPT-VLM 500).
-    intrinsic_dim_text: int | None = 500
-    #: intrinsic dimension of the visual subspace, d_V (BPT-VLM 500).
-    intrinsic_dim_visual: int | None = 500
     #: offspring per generation, lambda (pypop7 ``n_individuals``; BPT-VLM 30).
     n_individuals: int = 30
     #: initial global step size (pypop7 ``sigma``; BPT-VLM 1).
@@ -142,6 +131,23 @@ class PypopES(Method):
     loop in hooks: ``_initialize``, ``_iterate``, ``_update`` and, when
     ``initialize`` evaluates points, ``_write_init``. The library state travels
     in ``self._st`` (the local variables of ``optimize``).
+
+    Example (each of the three on a quadratic in 20 dimensions)::
+
+        >>> import numpy as np
+        >>> from methods.base import Evaluation, SearchSpace
+        >>> from methods.es_pypop import BPTVLMLMCMAES, BPTVLMLMMAES, BPTVLMMMES, PypopESConfig
+        >>> target = np.full(20, 0.5)
+        >>> for cls in (BPTVLMLMCMAES, BPTVLMMMES, BPTVLMLMMAES):
+        ...     method = cls(PypopESConfig(n_individuals=10), SearchSpace(dim=20), seed=0)
+        ...     for _ in range(60):
+        ...         z = method.ask()                              # (10, 20); MMES: (11, 20) first
+        ...         method.tell(z, Evaluation(losses=0.5 * ((z - target) ** 2).sum(axis=1)))
+        ...     loss = 0.5 * ((method.recommend() - target) ** 2).sum()
+        ...     print(method.name, bool(loss < 0.1 * 0.5 * (target**2).sum()))
+        bpt-vlm-lmcmaes True
+        bpt-vlm-mmes True
+        bpt-vlm-lmmaes True
     """
 
     name: ClassVar[str] = ""
@@ -225,11 +231,7 @@ class PypopES(Method):
 
     def tell(self, z: np.ndarray, evaluation: Evaluation) -> None:
         losses = self._check_tell(z, evaluation)
-        if self.pending is None:
-            raise ConfigError(f"{self.name}: tell() without a pending ask()")
-        z = np.asarray(z, dtype=np.float64)
-        if not np.array_equal(z, self.pending):
-            raise ConfigError(f"{self.name}: tell() must receive the points of the last ask()")
+        self._match_pending(self.pending, z)
         opt = self._opt
         opt.fitness_function = _Replay(losses)
         try:  # the library's own bookkeeping: counts, best-so-far, early-stopping counters
@@ -282,21 +284,8 @@ class PypopES(Method):
 
 
 class BPTVLMLMCMAES(PypopES):
-    """LM-CMA-ES (pypop7 ``LMCMAES``) over BPT-VLM's shallow subspace.
-
-    Example (a quadratic in 20 dimensions)::
-
-        >>> import numpy as np
-        >>> from methods.base import Evaluation, SearchSpace
-        >>> from methods.es_pypop import BPTVLMLMCMAES, PypopESConfig
-        >>> target = np.full(20, 0.5)
-        >>> method = BPTVLMLMCMAES(PypopESConfig(n_individuals=10), SearchSpace(dim=20), seed=0)
-        >>> for _ in range(60):
-        ...     z = method.ask()                                  # (10, 20)
-        ...     method.tell(z, Evaluation(losses=0.5 * ((z - target) ** 2).sum(axis=1)))
-        >>> bool(0.5 * ((method.recommend() - target) ** 2).sum() < 0.1 * 0.5 * (target**2).sum())
-        True
-    """
+    """LM-CMA-ES (pypop7 ``LMCMAES``) over BPT-VLM's shallow subspace (see ``PypopES`` for an
+    example)."""
 
     name: ClassVar[str] = "bpt-vlm-lmcmaes"
     pypop_class: ClassVar[str] = "pypop7.optimizers.es.lmcmaes:LMCMAES"
@@ -330,20 +319,17 @@ class BPTVLMMMES(PypopES):
     the library's order: mean first); every later ask() returns
     ``n_individuals`` points.
 
-    Example (a quadratic in 20 dimensions)::
+    Example (the first ask, then the next; ``PypopES`` runs all three on a quadratic)::
 
-        >>> import numpy as np
         >>> from methods.base import Evaluation, SearchSpace
         >>> from methods.es_pypop import BPTVLMMMES, PypopESConfig
-        >>> target = np.full(20, 0.5)
         >>> method = BPTVLMMMES(PypopESConfig(n_individuals=10), SearchSpace(dim=20), seed=0)
-        >>> method.ask_size
-        11
-        >>> for _ in range(60):
-        ...     z = method.ask()                                  # (11, 20), then (10, 20)
-        ...     method.tell(z, Evaluation(losses=0.5 * ((z - target) ** 2).sum(axis=1)))
-        >>> bool(0.5 * ((method.recommend() - target) ** 2).sum() < 0.1 * 0.5 * (target**2).sum())
-        True
+        >>> z = method.ask()
+        >>> z.shape, bool((z[0] == 0).all())                      # the mean 0, then 10 points
+        ((11, 20), True)
+        >>> method.tell(z, Evaluation(losses=(z**2).sum(axis=1)))
+        >>> method.ask_size, method.ask().shape
+        (10, (10, 20))
     """
 
     name: ClassVar[str] = "bpt-vlm-mmes"
@@ -374,21 +360,8 @@ class BPTVLMMMES(PypopES):
 
 
 class BPTVLMLMMAES(PypopES):
-    """LM-MA-ES (pypop7 ``LMMAES``) over BPT-VLM's shallow subspace.
-
-    Example (a quadratic in 20 dimensions)::
-
-        >>> import numpy as np
-        >>> from methods.base import Evaluation, SearchSpace
-        >>> from methods.es_pypop import BPTVLMLMMAES, PypopESConfig
-        >>> target = np.full(20, 0.5)
-        >>> method = BPTVLMLMMAES(PypopESConfig(n_individuals=10), SearchSpace(dim=20), seed=0)
-        >>> for _ in range(60):
-        ...     z = method.ask()                                  # (10, 20)
-        ...     method.tell(z, Evaluation(losses=0.5 * ((z - target) ** 2).sum(axis=1)))
-        >>> bool(0.5 * ((method.recommend() - target) ** 2).sum() < 0.1 * 0.5 * (target**2).sum())
-        True
-    """
+    """LM-MA-ES (pypop7 ``LMMAES``) over BPT-VLM's shallow subspace (see ``PypopES`` for an
+    example)."""
 
     name: ClassVar[str] = "bpt-vlm-lmmaes"
     pypop_class: ClassVar[str] = "pypop7.optimizers.es.lmmaes:LMMAES"
@@ -409,13 +382,3 @@ class BPTVLMLMMAES(PypopES):
         st["mean"], st["s"], st["tm"] = opt._update_distribution(
             st["z"], st["d"], st["mean"], st["s"], st["tm"], st["y"])
         self._st.update(zip(self._KEYS, opt.restart_reinitialize(*(st[k] for k in self._KEYS))))
-
-
-def register_all(registry: Registry) -> None:
-    """Register bpt-vlm-lmcmaes, bpt-vlm-mmes and bpt-vlm-lmmaes in ``registry``."""
-    registry.register("bpt-vlm-lmcmaes", PypopESConfig, BPTVLMLMCMAES,
-                      "BPT-VLM shallow with pypop7 LM-CMA-ES (Loshchilov 2014)")
-    registry.register("bpt-vlm-mmes", PypopESConfig, BPTVLMMMES,
-                      "BPT-VLM shallow with pypop7 MMES (He et al. 2021)")
-    registry.register("bpt-vlm-lmmaes", PypopESConfig, BPTVLMLMMAES,
-                      "BPT-VLM shallow with pypop7 LM-MA-ES (Loshchilov et al. 2019)")

@@ -42,6 +42,7 @@ Differences from the published code, on purpose:
 from __future__ import annotations
 
 import pickle
+from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,8 +56,6 @@ from methods.errors import ConfigError
 if TYPE_CHECKING:
     import cma
 
-    from methods.registry import Registry
-
 __all__ = [
     "BBT",
     "BBTConfig",
@@ -64,9 +63,9 @@ __all__ = [
     "BPTVLMConfig",
     "BPTVLMDeep",
     "BPTVLMDeepConfig",
+    "BPTVLMPromptConfig",
     "CMAESConfig",
     "SubspaceCMAES",
-    "register_all",
 ]
 
 
@@ -93,8 +92,8 @@ class CMAESConfig(PromptConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BPTVLMConfig(CMAESConfig):
-    """BPT-VLM shallow (configs/shallow_prompt.yaml): 8 text + 5 visual tokens, d 500 + 500."""
+class BPTVLMPromptConfig(PromptConfig):
+    """BPT-VLM's shallow prompt, shared by its pycma and pypop7 (``methods.es_pypop``) runs."""
 
     #: text context tokens (BPT-VLM 8).
     n_text: int = 8
@@ -104,6 +103,13 @@ class BPTVLMConfig(CMAESConfig):
     intrinsic_dim_text: int | None = 500
     #: intrinsic dimension of the visual subspace, d_V (BPT-VLM 500).
     intrinsic_dim_visual: int | None = 500
+
+
+# BPTVLMPromptConfig first: a dataclass takes each default from the last base in reverse MRO
+# order, so this order lets its prompt defaults win over those CMAESConfig inherits.
+@dataclass(frozen=True, kw_only=True)
+class BPTVLMConfig(BPTVLMPromptConfig, CMAESConfig):
+    """BPT-VLM shallow (configs/shallow_prompt.yaml): 8 text + 5 visual tokens, d 500 + 500."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,17 +208,79 @@ class _BestSoFar:
             self.z, self.loss = z[i].copy(), float(losses[i])
 
 
-def _match_pending(name: str, pending: np.ndarray | None, z: np.ndarray) -> np.ndarray:
-    """The told points, which must be those of the pending ask() (ask is idempotent until told)."""
-    if pending is None:
-        raise ConfigError(f"{name}: tell() without a pending ask()")
-    z = np.asarray(z, dtype=np.float64)
-    if not np.array_equal(z, pending):
-        raise ConfigError(f"{name}: tell() must receive the points of the last ask()")
-    return z
+class _PycmaMethod(Method):
+    """What the pycma methods share besides CMA-ES itself.
+
+    The config check, the instance's global-RNG state, the best point so far
+    (``recommend()``) and the pending ask (``ask()`` is idempotent until told).
+    Subclasses ask and tell their CMA-ES in ``_propose`` and ``_tell_es``, both
+    run with the global state swapped in, and name what ``state_dict`` pickles
+    in ``_es_state`` / ``_load_es``.
+    """
+
+    #: the config class this method needs (subclasses included).
+    config_type: ClassVar[type[CMAESConfig]] = CMAESConfig
+    #: the instance's copy of numpy's global state; set by the subclass, before its CMA-ES.
+    _rng: _GlobalRNG
+
+    def __init__(self, config: CMAESConfig, space: SearchSpace, seed: int) -> None:
+        if not isinstance(config, self.config_type):
+            raise ConfigError(
+                f"{self.name}: needs a {self.config_type.__name__}; got {type(config).__name__}")
+        super().__init__(config, space, seed)
+        self._best = _BestSoFar(self.dim)
+        self.pending: np.ndarray | None = None  # the last ask(), until told
+
+    @abstractmethod
+    def _propose(self) -> np.ndarray:
+        """(ask_size, dim) the next candidates (global state active)."""
+
+    @abstractmethod
+    def _tell_es(self, z: np.ndarray, losses: np.ndarray) -> None:
+        """Tell the CMA-ES the losses of the pending points z (global state active)."""
+
+    @abstractmethod
+    def _es_state(self) -> Any:
+        """The pycma object(s) to pickle."""
+
+    @abstractmethod
+    def _load_es(self, es: Any) -> None:
+        """Check and install what ``_es_state`` pickled."""
+
+    def ask(self) -> np.ndarray:
+        if self.pending is None:
+            with self._rng.active():
+                self.pending = self._propose()
+        return self.pending.copy()
+
+    def tell(self, z: np.ndarray, evaluation: Evaluation) -> None:
+        losses = self._check_tell(z, evaluation)
+        z = self._match_pending(self.pending, z)
+        with self._rng.active():
+            self._tell_es(z, losses)
+        self._best.update(z, losses)
+        self.pending = None
+
+    def recommend(self) -> np.ndarray:
+        return self._best.z.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "es": pickle.dumps(self._es_state()),  # pycma's own way to save a run
+            "global_rng": self._rng.state,
+            "pending": None if self.pending is None else self.pending.copy(),
+            "best_z": self._best.z.copy(),
+            "best_loss": self._best.loss,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_es(pickle.loads(state["es"]))
+        self._rng.state = state["global_rng"]
+        self.pending = None if state["pending"] is None else np.array(state["pending"])
+        self._best.z, self._best.loss = np.array(state["best_z"]), float(state["best_loss"])
 
 
-class SubspaceCMAES(Method):
+class SubspaceCMAES(_PycmaMethod):
     """CMA-ES (pycma) over R^dim from z = 0: the ES wrapper behind BPT-VLM and BBT.
 
     Example (a quadratic in 20 dimensions)::
@@ -233,58 +301,33 @@ class SubspaceCMAES(Method):
     name: ClassVar[str] = "cma-es"
 
     def __init__(self, config: CMAESConfig, space: SearchSpace, seed: int) -> None:
-        if not isinstance(config, CMAESConfig):
-            raise ConfigError(f"{self.name}: needs a CMAESConfig; got {type(config).__name__}")
         super().__init__(config, space, seed)
         self._rng = _GlobalRNG(self.seed)
         with self._rng.active():
             self._es = _new_cma(self.dim, config)
-        self._best = _BestSoFar(self.dim)
-        self.pending: np.ndarray | None = None  # the last ask(), until told
 
     @property
     def ask_size(self) -> int:
         return int(self._es.popsize)
 
-    def ask(self) -> np.ndarray:
-        if self.pending is None:
-            with self._rng.active():
-                self.pending = np.array(self._es.ask(), dtype=np.float64)
-        return self.pending.copy()
+    def _propose(self) -> np.ndarray:
+        return np.array(self._es.ask(), dtype=np.float64)
 
-    def tell(self, z: np.ndarray, evaluation: Evaluation) -> None:
-        losses = self._check_tell(z, evaluation)
-        z = _match_pending(self.name, self.pending, z)
-        with self._rng.active():
-            # pycma finds each point's genotype by content, so copies are fine
-            self._es.tell(list(z), losses.tolist())
-        self._best.update(z, losses)
-        self.pending = None
-
-    def recommend(self) -> np.ndarray:
-        return self._best.z.copy()
+    def _tell_es(self, z: np.ndarray, losses: np.ndarray) -> None:
+        # pycma finds each point's genotype by content, so copies are fine
+        self._es.tell(list(z), losses.tolist())
 
     def stop(self) -> dict[str, Any]:
         with self._rng.active():
             return _reasons(self._es)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "es": pickle.dumps(self._es),  # pycma's own way to save a run
-            "global_rng": self._rng.state,
-            "pending": None if self.pending is None else self.pending.copy(),
-            "best_z": self._best.z.copy(),
-            "best_loss": self._best.loss,
-        }
+    def _es_state(self) -> Any:
+        return self._es
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        es = pickle.loads(state["es"])
+    def _load_es(self, es: Any) -> None:
         if es.N != self.dim:
             raise ConfigError(f"{self.name}: state of dimension {es.N}, method of {self.dim}")
         self._es = es
-        self._rng.state = state["global_rng"]
-        self.pending = None if state["pending"] is None else np.array(state["pending"])
-        self._best.z, self._best.loss = np.array(state["best_z"]), float(state["best_loss"])
 
 
 class BPTVLM(SubspaceCMAES):
@@ -299,7 +342,7 @@ class BBT(SubspaceCMAES):
     name: ClassVar[str] = "bbt"
 
 
-class BPTVLMDeep(Method):
+class BPTVLMDeep(_PycmaMethod):
     """BPT-VLM deep: one CMA-ES per block of ``space.blocks``, block-coordinate.
 
     Generation g works on one block b (b = g mod L for L blocks, skipping blocks
@@ -327,19 +370,21 @@ class BPTVLMDeep(Method):
         >>> space = SearchSpace(dim=20, blocks=((0, 5), (5, 10), (10, 15), (15, 20)))
         >>> target = np.full(20, 0.5)
         >>> method = BPTVLMDeep(BPTVLMDeepConfig(popsize=10), space, seed=0)
+        >>> blocks = []
         >>> for _ in range(60):
-        ...     z = method.ask()                                  # (10, 20), one block varies
-        ...     losses = 0.5 * ((z - target) ** 2).sum(axis=1)
-        ...     method.tell(z, Evaluation(losses=losses))
+        ...     blocks.append(method.current_block)
+        ...     z = method.ask()                                  # (10, 20), that block varies
+        ...     method.tell(z, Evaluation(losses=0.5 * ((z - target) ** 2).sum(axis=1)))
+        >>> blocks[:6]                                            # block-coordinate, cyclic
+        [0, 1, 2, 3, 0, 1]
         >>> bool(0.5 * ((method.recommend() - target) ** 2).sum() < 0.1 * 0.5 * (target**2).sum())
         True
     """
 
     name: ClassVar[str] = "bpt-vlm-deep"
+    config_type: ClassVar[type[CMAESConfig]] = BPTVLMDeepConfig
 
     def __init__(self, config: BPTVLMDeepConfig, space: SearchSpace, seed: int) -> None:
-        if not isinstance(config, BPTVLMDeepConfig):
-            raise ConfigError(f"{self.name}: needs a BPTVLMDeepConfig; got {type(config).__name__}")
         super().__init__(config, space, seed)
         self._slices = space.block_slices
         if any(s.stop - s.start < 1 for s in self._slices):
@@ -350,8 +395,6 @@ class BPTVLMDeep(Method):
         self._block = 0
         self._asks_done = 0
         self._max_asks: int | None = None
-        self._best = _BestSoFar(self.dim)
-        self.pending: np.ndarray | None = None  # the last ask(), until told
 
     @property
     def current_block(self) -> int:
@@ -367,22 +410,17 @@ class BPTVLMDeep(Method):
         if self.config.complete_rounds_only and asks is not None:
             self._max_asks = self._asks_done + (asks // n_blocks) * n_blocks
 
-    def ask(self) -> np.ndarray:
-        if self.pending is None:
-            with self._rng.active():
-                block = np.array(self._ess[self._block].ask(), dtype=np.float64)
-            z = np.tile(self._best.z, (block.shape[0], 1))
-            z[:, self._slices[self._block]] = block
-            self.pending = z
-        return self.pending.copy()
+    def _propose(self) -> np.ndarray:
+        block = np.array(self._ess[self._block].ask(), dtype=np.float64)
+        z = np.tile(self._best.z, (block.shape[0], 1))
+        z[:, self._slices[self._block]] = block
+        return z
+
+    def _tell_es(self, z: np.ndarray, losses: np.ndarray) -> None:
+        self._ess[self._block].tell(list(z[:, self._slices[self._block]]), losses.tolist())
 
     def tell(self, z: np.ndarray, evaluation: Evaluation) -> None:
-        losses = self._check_tell(z, evaluation)
-        z = _match_pending(self.name, self.pending, z)
-        with self._rng.active():
-            self._ess[self._block].tell(list(z[:, self._slices[self._block]]), losses.tolist())
-        self._best.update(z, losses)
-        self.pending = None
+        super().tell(z, evaluation)
         self._asks_done += 1
         self._block = self._next_block()
 
@@ -399,9 +437,6 @@ class BPTVLMDeep(Method):
         with self._rng.active():
             return _reasons(self._ess[b])
 
-    def recommend(self) -> np.ndarray:
-        return self._best.z.copy()
-
     def stop(self) -> dict[str, Any]:
         if self._max_asks is not None and self._asks_done >= self._max_asks:
             return {"complete_rounds": self._asks_done // len(self._ess)}
@@ -410,35 +445,20 @@ class BPTVLMDeep(Method):
             return {f"block{b}:{k}": v for b, r in enumerate(per_block) for k, v in r.items()}
         return {}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "es": pickle.dumps(self._ess),
-            "global_rng": self._rng.state,
-            "block": self._block,
-            "asks_done": self._asks_done,
-            "max_asks": self._max_asks,
-            "pending": None if self.pending is None else self.pending.copy(),
-            "best_z": self._best.z.copy(),
-            "best_loss": self._best.loss,
-        }
+    def _es_state(self) -> Any:
+        return self._ess
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        ess = pickle.loads(state["es"])
+    def _load_es(self, ess: Any) -> None:
         if [es.N for es in ess] != [s.stop - s.start for s in self._slices]:
             raise ConfigError(f"{self.name}: state blocks do not match the search space's")
         self._ess = ess
-        self._rng.state = state["global_rng"]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(block=self._block, asks_done=self._asks_done, max_asks=self._max_asks)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self._block, self._asks_done = int(state["block"]), int(state["asks_done"])
         self._max_asks = state["max_asks"]
-        self.pending = None if state["pending"] is None else np.array(state["pending"])
-        self._best.z, self._best.loss = np.array(state["best_z"]), float(state["best_loss"])
-
-
-def register_all(registry: Registry) -> None:
-    """Register bpt-vlm, bpt-vlm-deep and bbt in ``registry``."""
-    registry.register("bpt-vlm", BPTVLMConfig, BPTVLM,
-                      "BPT-VLM shallow: pycma CMA-ES over [z_L || z_V] (IJCAI 2023)")
-    registry.register("bpt-vlm-deep", BPTVLMDeepConfig, BPTVLMDeep,
-                      "BPT-VLM deep: one pycma CMA-ES per layer, block-coordinate (IJCAI 2023)")
-    registry.register("bbt", BBTConfig, BBT,
-                      "BBT on CLIP: pycma CMA-ES over a text subspace (ICML 2022)")

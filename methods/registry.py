@@ -4,22 +4,27 @@ Every configuration is a frozen ``kw_only`` dataclass whose fields are the
 method's hyperparameters with their published defaults. ``make_config``
 builds one from a plain mapping (a TOML table, an Optuna sample) and rejects
 unknown keys and wrong types with a message naming the key.
+
+A method is known by name from a ``MethodSpec`` (where its classes live) and
+its module is imported only when the method is first made (``entry``,
+``make_config``, ``create``): listing the names costs no torch, cma or pypop7.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from methods.base import Method, SearchSpace
 from methods.errors import ConfigError
 
-__all__ = ["MethodEntry", "Registry", "REGISTRY"]
+__all__ = ["MethodEntry", "MethodSpec", "Registry", "REGISTRY"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,28 @@ class MethodEntry:
     config_cls: type
     method_cls: type[Method]
     summary: str
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method by name and by where its classes are, before its module is imported."""
+
+    #: the registry name (= the config's ``method`` in a sweep, the Parquet ``method``).
+    name: str
+    #: the module that defines both classes, e.g. "methods.es_subspace".
+    module: str
+    #: the config class's name in that module.
+    config: str
+    #: the method class's name in that module.
+    method: str
+    #: one line for listings.
+    summary: str
+
+    def load(self) -> MethodEntry:
+        """Import the module and look the two classes up."""
+        module = importlib.import_module(self.module)
+        return MethodEntry(self.name, getattr(module, self.config),
+                           getattr(module, self.method), self.summary)
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
@@ -51,17 +78,30 @@ def _accepts(annotation: Any, value: Any) -> bool:
 
 
 class Registry:
-    """Name -> MethodEntry. Lookup is exact; a miss lists the valid names."""
+    """Name -> MethodEntry. Lookup is exact; a miss lists the valid names.
 
-    def __init__(self) -> None:
-        self._entries: dict[str, MethodEntry] = {}
+    Args:
+        specs: methods to know by name; each one's module is imported when it is first made.
+    """
+
+    def __init__(self, specs: Iterable[MethodSpec] = ()) -> None:
+        self._entries: dict[str, MethodEntry | MethodSpec] = {}
+        for spec in specs:
+            self.declare(spec)
+
+    def declare(self, spec: MethodSpec) -> None:
+        """Know ``spec.name`` now, import its module when it is first made."""
+        self._claim(spec.name)
+        self._entries[spec.name] = spec
 
     def register(self, name: str, config_cls: type, method_cls: type[Method], summary: str = "") -> None:
+        """Know ``name`` by classes already imported."""
+        self._claim(name)
+        self._entries[name] = _checked(MethodEntry(name, config_cls, method_cls, summary))
+
+    def _claim(self, name: str) -> None:
         if name in self._entries:
             raise ConfigError(f"method name {name!r} is already registered")
-        if not dataclasses.is_dataclass(config_cls):
-            raise ConfigError(f"{name}: config class {config_cls.__name__} must be a dataclass")
-        self._entries[name] = MethodEntry(name, config_cls, method_cls, summary)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
@@ -71,11 +111,14 @@ class Registry:
 
     def entry(self, name: str) -> MethodEntry:
         try:
-            return self._entries[name]
+            entry = self._entries[name]
         except KeyError:
             raise ConfigError(
                 f"unknown method {name!r}; valid names: {', '.join(self.names())}"
             ) from None
+        if isinstance(entry, MethodSpec):
+            entry = self._entries[name] = _checked(entry.load())
+        return entry
 
     def make_config(self, name: str, values: Mapping[str, Any] | None = None) -> Any:
         """The config of ``name`` with ``values`` overriding its defaults, checked key by key."""
@@ -102,6 +145,13 @@ class Registry:
         if not isinstance(config, entry.config_cls):
             config = self.make_config(name, config)
         return entry.method_cls(config, space, seed)
+
+
+def _checked(entry: MethodEntry) -> MethodEntry:
+    if not dataclasses.is_dataclass(entry.config_cls):
+        raise ConfigError(
+            f"{entry.name}: config class {entry.config_cls.__name__} must be a dataclass")
+    return entry
 
 
 #: The registry of all methods; filled explicitly in methods/__init__.py.

@@ -39,7 +39,7 @@ import numpy as np
 
 from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import ConfigError
-from methods.estimators import ESTIMATORS, EstimatorConfig, GradientEstimator, make_estimator
+from methods.estimators import EstimatorConfig, GradientEstimator, estimator_class, make_estimator
 
 __all__ = [
     "DescentConfig",
@@ -47,7 +47,6 @@ __all__ = [
     "UpdateRule",
     "ZerothOrder",
     "ZerothOrderConfig",
-    "register_all",
 ]
 
 UPDATES = ("adam", "sgd", "spsa")
@@ -303,9 +302,7 @@ class ZerothOrderConfig(DescentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator not in ESTIMATORS:
-            valid = ", ".join(sorted(ESTIMATORS))
-            raise ConfigError(f"unknown estimator {self.estimator!r}; valid names: {valid}")
+        estimator_class(self.estimator)  # an unknown name raises, listing the valid ones
         if self.q < 1:
             raise ConfigError(f"q must be >= 1; got {self.q}")
         if self.mu is not None and not self.mu > 0:
@@ -328,7 +325,7 @@ def estimator_config(config: ZerothOrderConfig) -> EstimatorConfig:
     of EstimatorConfig); otherwise it is EstimatorConfig. The update-rule and
     prompt fields of the method config are never passed on.
     """
-    cls = getattr(ESTIMATORS[config.estimator], "config_cls", EstimatorConfig)
+    cls = getattr(estimator_class(config.estimator), "config_cls", EstimatorConfig)
     values = {
         f.name: getattr(config, f.name)
         for f in dataclasses.fields(cls)
@@ -398,11 +395,3 @@ class ZerothOrder(Descent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.estimator.load_state_dict(copy.deepcopy(state["estimator"]))
-
-
-def register_all(registry: Any) -> None:
-    """Register the generic zeroth-order method ``zo`` (estimator chosen by config)."""
-    registry.register(
-        "zo", ZerothOrderConfig, ZerothOrder,
-        "zeroth-order descent: any registered estimator (config 'estimator') + Adam/SGD/SPSA",
-    )

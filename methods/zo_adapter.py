@@ -63,7 +63,7 @@ from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
 from methods.zeroth_order import ZerothOrder, ZerothOrderConfig
 
-__all__ = ["CBBT", "CBBTConfig", "CBBTTipConfig", "ClipAdapter", "TipCache", "register_all"]
+__all__ = ["CBBT", "CBBTConfig", "CBBTTipConfig", "ClipAdapter", "GrowingAdamW", "TipCache"]
 
 ADAPTERS = ("clip", "tip")
 
@@ -132,7 +132,7 @@ class TipCache:
         return alpha * torch.exp(-beta * (1.0 - affinity)) @ self.values
 
 
-class _AdamW:
+class GrowingAdamW:
     """torch.optim.AdamW on named tensors whose rows may grow (Tip's cache); plain-tensor state."""
 
     def __init__(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -285,7 +285,7 @@ class CBBT(ZerothOrder):
         super().__init__(config, space, seed)
         self.adapter: ClipAdapter | None = None  # built at the first tell (D is unknown before)
         self.cache: TipCache | None = None
-        self.optimizer = _AdamW(config.adapter_lr, config.adapter_weight_decay)
+        self.optimizer = GrowingAdamW(config.adapter_lr, config.adapter_weight_decay)
         #: local loss of the centre point at the last tell() (diagnostics).
         self.last_local_loss: float | None = None
 
@@ -436,15 +436,3 @@ class CBBT(ZerothOrder):
             for name, s in copy.deepcopy(state["optimizer"]).items()
         }
         self.last_local_loss = state["last_local_loss"]
-
-
-def register_all(registry: Any) -> None:
-    """Register ``cbbt`` (CLIP-Adapter residual) and ``cbbt-tip`` (Tip-Adapter-F cache)."""
-    registry.register(
-        "cbbt", CBBTConfig, CBBT,
-        "CBBT: 1-token text prompt by sphere ZO (q 256, Adam) + CLIP-Adapter on returned features",
-    )
-    registry.register(
-        "cbbt-tip", CBBTTipConfig, CBBT,
-        "CBBT with a Tip-Adapter-F cache built from the returned training features",
-    )

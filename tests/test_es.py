@@ -23,9 +23,8 @@ from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
 from methods.registry import Registry
 
-REGISTRY = Registry()
-es_subspace.register_all(REGISTRY)
-es_pypop.register_all(REGISTRY)
+MODULES = (es_subspace.__name__, es_pypop.__name__)
+REGISTRY = Registry(spec for spec in methods.METHODS if spec.module in MODULES)
 NAMES = REGISTRY.names()
 PYPOP = ["bpt-vlm-lmcmaes", "bpt-vlm-mmes", "bpt-vlm-lmmaes"]
 DIM = 100

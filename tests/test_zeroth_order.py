@@ -8,13 +8,14 @@ import pickle
 import numpy as np
 import pytest
 
+import methods
 from methods import baselines, zeroth_order, zo_adapter
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
 from methods.estimators import ESTIMATORS
 from methods.registry import Registry
 from methods.zeroth_order import UpdateRule, ZerothOrderConfig
-from methods.zo_adapter import CBBT, _AdamW
+from methods.zo_adapter import CBBT, GrowingAdamW
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,10 +31,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    reg = Registry()
-    for module in (zeroth_order, zo_adapter, baselines):
-        module.register_all(reg)
-    return reg
+    modules = {m.__name__ for m in (zeroth_order, zo_adapter, baselines)}
+    return Registry(spec for spec in methods.METHODS if spec.module in modules)
 
 
 # --------------------------------------------------------------------------- objectives
@@ -339,7 +338,7 @@ def test_adam_and_adapter_adamw_match_torch():
     p = torch.tensor(x.copy(), requires_grad=True)
     w = torch.tensor(x.copy(), requires_grad=True)
     adam = torch.optim.Adam([p], lr=0.01, weight_decay=5e-4)
-    adamw, ours = torch.optim.AdamW([w], lr=1e-3, weight_decay=0.01), _AdamW(1e-3, 0.01)
+    adamw, ours = torch.optim.AdamW([w], lr=1e-3, weight_decay=0.01), GrowingAdamW(1e-3, 0.01)
     v = torch.tensor(x.copy(), requires_grad=True)
     rng = np.random.default_rng(0)
     for _ in range(5):
