@@ -47,7 +47,8 @@ def _setup(model_name: str, classes: int, device: str, encoded: bool):
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     from sweep.data import FewShot, Split
-    from sweep.models import ModelSpec, load_model
+    from sweep.oracle import load_model
+    from sweep.spec import ModelSpec
 
     torch.manual_seed(0)
     model = load_model(ModelSpec(name=model_name), device)
@@ -100,8 +101,7 @@ def _timed(fn: Callable[[], object], device: str, min_seconds: float = 3.0,
 
 # ---------------------------------------------------------------------- the two implementations
 def measure_ours(model, task, pop: int, visual: bool, device: str, encoded: bool) -> dict:
-    from sweep.oracle import ClipOracle
-    from sweep.prompted import PromptLayout
+    from sweep.oracle import ClipOracle, PromptLayout
 
     oracle = ClipOracle(model, task, PromptLayout(n_text=N_TEXT, n_visual=N_VISUAL if visual else 0))
     if not encoded:
@@ -120,7 +120,7 @@ def _embed_dim(model) -> int:
 class ReferenceLoop:
     """One candidate per forward, full 77-token context: how the published code evaluates.
 
-    Written with open_clip's own modules, independently of ``sweep.prompted``.
+    Written with open_clip's own modules, independently of ``sweep.oracle.prompted``.
     """
 
     def __init__(self, model, task, device: str) -> None:
@@ -190,7 +190,7 @@ def measure_efficiency(model, task, pop: int, device: str) -> dict:
     """FLOP rate of our text tower against a 2048^3 matrix product on the same threads."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sweep.prompted import PromptedCLIP, PromptLayout
+    from sweep.oracle import PromptedCLIP, PromptLayout
 
     n = 2048
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)

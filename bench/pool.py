@@ -49,8 +49,8 @@ def _per_batch(oracle, batches: list[np.ndarray]) -> tuple[float, list[float]]:
 def throughput(model: str, actors: int, threads: int, key, layout) -> dict:
     import ray
 
-    from sweep.models import ModelSpec
-    from sweep.pool import OraclePool
+    from sweep.oracle import OraclePool
+    from sweep.spec import ModelSpec
 
     pool = OraclePool(ModelSpec(name=model), actors, threads_per_actor=threads)
     try:
@@ -70,9 +70,8 @@ def dispatch_overhead(key, layout, pop: int, requests: int = 60) -> dict:
     import torch
 
     from sweep.data import few_shot, load_dataset
-    from sweep.models import EMBEDDED_MODEL, ModelSpec, load_model
-    from sweep.oracle import ClipOracle
-    from sweep.pool import OraclePool
+    from sweep.oracle import ClipOracle, OraclePool, load_model
+    from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
     torch.set_num_threads(1)
     spec = ModelSpec(name=EMBEDDED_MODEL)
@@ -100,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from sweep.pool import TaskKey
-    from sweep.prompted import PromptLayout
+    from sweep.oracle import PromptLayout, TaskKey
     from sweep.tuning import start_ray
 
     start_ray()

@@ -2,6 +2,7 @@
 
     python -m sweep.compare                        # embedded default, 16 shots, seed 1
     python -m sweep.compare --methods bpt-vlm cbbt bbt coop --seed 2
+    python -m sweep.compare --limit 400            # every method at 400 queries of its unit
 
 Validation and test accuracy are of the final recommendation; the gain is
 over zero-shot with the data set's hand-written template. "start test" is the
@@ -21,8 +22,9 @@ import torch
 
 import methods
 from sweep.data import few_shot, load_dataset
-from sweep.models import EMBEDDED_MODEL, ModelSpec, load_model
-from sweep.runner import DEFAULT_BUDGETS, build_run, run_once
+from sweep.oracle import load_model
+from sweep.run import build_run, default_budget, run_once
+from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
 DEFAULT_METHODS = ("zero-shot", "bpt-vlm", "bpt-vlm-deep", "bbt", "cbbt", "zip", "blackvip", "coop")
 
@@ -39,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="every method's budget, in its own unit (default: each method's "
+                             "published budget)")
     args = parser.parse_args(argv)
     for name in args.methods:
         methods.REGISTRY.entry(name)  # fail on a typo before any work
+    if args.limit is not None and args.limit < 0:
+        parser.error(f"--limit must be >= 0; got {args.limit}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     zero_shot_test = None
     for name in args.methods:
-        run = build_run(name, None, model, task, None, args.seed)
+        run = build_run(name, None, model, task, default_budget(name, args.limit), args.seed)
         # The untuned start (z = 0): for methods without a phrase it is not the template.
         start_test = run.scorer.score(run.method, np.zeros(run.method.dim), "test")
         start = time.perf_counter()
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if zero_shot_test is None:
             zero_shot_test = run.oracle.zero_shot("test").accuracies[0]
             zero_shot_val = run.oracle.zero_shot("val").accuracies[0]
-        unit, limit = DEFAULT_BUDGETS.get(name, (run.oracle.budget.unit, run.oracle.budget.limit))
+        unit, limit = run.oracle.budget.unit, run.oracle.budget.limit
         rows.append((name, run.method.black_box, f"{limit:,} {unit}", f"{result.used[unit]:,}",
                      start_test, last.val_acc, last.test_acc, wall))
         print(f"{name}: val {last.val_acc:.2%} test {last.test_acc:.2%} "

@@ -20,10 +20,9 @@ import methods
 from methods.estimators import ESTIMATORS, EstimatorConfig, make_estimator
 from sweep.budget import BudgetSpec
 from sweep.data import few_shot, load_dataset
-from sweep.models import ModelSpec, load_model
-from sweep.objective import PromptObjective
-from sweep.oracle import ClipOracle
-from sweep.runner import layout_of
+from sweep.oracle import ClipOracle, load_model
+from sweep.run import PromptObjective, layout_of
+from sweep.spec import ModelSpec
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

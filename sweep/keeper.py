@@ -9,9 +9,11 @@ out the current actor of each slot with its generation (0 for the first,
 trials that find the same dead actor at once start one new actor between
 them.
 
-This module imports nothing heavy: the keeper's process stays small. The
-recipe of an oracle actor (class, Ray options, arguments) stays pickled
-until a replacement needs it.
+This module imports nothing heavy, and it sits outside ``sweep/oracle/``
+on purpose: a Ray actor's process imports its class's module with every
+package above it, and the oracle package loads torch (0.5 GB of memory), so the
+keeper's process stays small only here. The recipe of an oracle actor
+(class, Ray options, arguments) stays pickled until a replacement needs it.
 """
 
 from __future__ import annotations

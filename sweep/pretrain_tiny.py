@@ -4,8 +4,8 @@ The embedded default of promptsweep is a tiny open_clip CLIP (a 2-layer,
 64-wide ViT on 32x32 images and a 2-layer, 64-wide text transformer; config in
 ``sweep/embedded/promptsweep-tiny.json``) trained by this module, contrastively
 (the CLIP loss with a learnable logit scale), on the pretraining half of
-scikit-learn's handwritten digits (:func:`sweep.digits.load_pretraining_digits`).
-The downstream few-shot task (:func:`sweep.digits.load_digits_task`) is the
+scikit-learn's handwritten digits (:func:`sweep.data.load_pretraining_digits`).
+The downstream few-shot task (:func:`sweep.data.load_digits_task`) is the
 other half: no image is shared.
 
 Why prompts matter on this model. Like web alt-text, the pretraining captions
@@ -64,29 +64,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sweep.data import Split
-from sweep.digits import CLASSNAMES, load_digits_task, load_pretraining_digits
+from sweep.data import DIGIT_CLASSNAMES, Split, load_digits_task, load_pretraining_digits
 from sweep.errors import ModelError
+from sweep.oracle import EMBEDDED_CONFIG, EMBEDDED_WEIGHTS, register_embedded
+from sweep.spec import EMBEDDED_MODEL
 
 __all__ = [
     "CLEAN_TEMPLATES",
-    "CONFIG_PATH",
-    "MODEL_NAME",
     "NOISY_TEMPLATES",
-    "WEIGHTS_PATH",
     "ZERO_SHOT_TEST_ACCURACY",
     "create_tiny",
     "encode_split",
     "pretrain",
-    "register_tiny_config",
     "zero_shot_accuracy",
 ]
-
-#: The open_clip model name (the stem of the JSON config).
-MODEL_NAME = "promptsweep-tiny"
-EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
-CONFIG_PATH = EMBEDDED_DIR / f"{MODEL_NAME}.json"
-WEIGHTS_PATH = EMBEDDED_DIR / f"{MODEL_NAME}.pt"
 
 #: Captions that name the digit shown.
 CLEAN_TEMPLATES: tuple[str, ...] = (
@@ -97,7 +88,7 @@ CLEAN_TEMPLATES: tuple[str, ...] = (
 )
 #: Photo-style captions that name a digit drawn uniformly at random: noise that
 #: teaches the text tower to distrust this phrasing. None of them is the
-#: downstream template (sweep.digits.TEMPLATE).
+#: downstream template (sweep.data.DIGITS_TEMPLATE).
 NOISY_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
     "a photo of the {}.",
@@ -126,16 +117,8 @@ ZERO_SHOT_TEST_ACCURACY = 213 / 450
 ZERO_SHOT_VAL_ACCURACY = 68 / 137
 
 
-def register_tiny_config() -> None:
-    """Register ``promptsweep-tiny`` with open_clip (once per process)."""
-    import open_clip
-
-    if MODEL_NAME not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_PATH)
-
-
 def create_tiny(
-    weights: str | Path | None = WEIGHTS_PATH,
+    weights: str | Path | None = EMBEDDED_WEIGHTS,
 ) -> tuple[torch.nn.Module, Callable, Callable]:
     """Build the tiny CLIP in eval mode, with the given weights or randomly initialised.
 
@@ -153,8 +136,8 @@ def create_tiny(
     """
     import open_clip
 
-    register_tiny_config()
-    model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=None)
+    register_embedded()
+    model, _, preprocess = open_clip.create_model_and_transforms(EMBEDDED_MODEL, pretrained=None)
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -163,9 +146,9 @@ def create_tiny(
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         except RuntimeError as exc:
-            raise ModelError(f"{path} does not fit {CONFIG_PATH.name}: {exc}") from exc
+            raise ModelError(f"{path} does not fit {EMBEDDED_CONFIG.name}: {exc}") from exc
     model.eval()
-    return model, preprocess, open_clip.get_tokenizer(MODEL_NAME)
+    return model, preprocess, open_clip.get_tokenizer(EMBEDDED_MODEL)
 
 
 def encode_split(split: Split, preprocess: Callable) -> torch.Tensor:
@@ -207,7 +190,7 @@ def _encode_text_cut(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tens
 def _caption_table(tokenizer: Callable) -> torch.Tensor:
     """Tokens of every (template, class) caption: (n_templates, n_classes, 77)."""
     templates = CLEAN_TEMPLATES + NOISY_TEMPLATES
-    return torch.stack([tokenizer([t.format(c) for c in CLASSNAMES]) for t in templates])
+    return torch.stack([tokenizer([t.format(c) for c in DIGIT_CLASSNAMES]) for t in templates])
 
 
 def pretrain(seed: int = DEFAULT_SEED, steps: int = STEPS,
@@ -298,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="training seed (default %(default)s)")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_PATH,
+    parser.add_argument("--out", type=Path, default=EMBEDDED_WEIGHTS,
                         help="where to write the state_dict (default: the shipped file)")
     args = parser.parse_args(argv)
 

@@ -55,7 +55,8 @@ def tiny_configs(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_vit(tiny_configs):
     """A random-weight ViT CLIP on the CPU (seeded, so every session is the same)."""
-    from sweep.models import ModelSpec, load_model
+    from sweep.oracle import load_model
+    from sweep.spec import ModelSpec
 
     torch.manual_seed(0)
     return load_model(ModelSpec(name="test-tiny-vit"), "cpu")

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 import methods
 from methods.base import SearchSpace
 from sweep.budget import UNITS, BudgetSpec
-from sweep.loop import run_method
-from sweep.objective import QuadraticObjective, SyntheticClipObjective
+from sweep.run import run_method
+from sweep.testing import QuadraticObjective, SyntheticClipObjective
 from sweep.results import Provenance, TrialRecord
 
 NAMES = methods.REGISTRY.names()
@@ -165,7 +165,7 @@ def test_no_method_exceeds_its_budget_and_tables_carry_the_oracles_counts(setup,
         assert rows == checked, f"{name}: ask() returned {rows} points after ask_size {checked}"
     expected = {u: 0 for u in UNITS}
     for _, rows, minibatch in asked:
-        for u, v in _price(rows, minibatch, objective.images, objective.classes,
+        for u, v in _price(rows, minibatch, objective.meter.images, objective.meter.classes,
                            calls_batch).items():
             expected[u] += v
     assert expected == used.as_dict(), (

@@ -16,8 +16,8 @@ import pytest
 import methods
 from methods.base import SearchSpace
 from sweep.budget import UNITS, BudgetSpec
-from sweep.loop import run_method
-from sweep.objective import QuadraticObjective, SyntheticClipObjective
+from sweep.run import run_method
+from sweep.testing import QuadraticObjective, SyntheticClipObjective
 
 NAMES = methods.REGISTRY.names()
 

@@ -1,4 +1,4 @@
-"""Tests for sweep.digits and the embedded tiny CLIP (no training: a few seconds)."""
+"""Tests for the embedded digits (sweep.data) and the embedded tiny CLIP (no training: a few seconds)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,25 @@ import numpy as np
 import pytest
 import torch
 
-from sweep.data import few_shot, load_dataset
-from sweep.digits import (
-    CLASSNAMES,
-    TEMPLATE,
+from sweep.data import (
+    DIGIT_CLASSNAMES,
+    DIGITS_TEMPLATE,
     digits_split_indices,
+    few_shot,
+    load_dataset,
     load_digits_task,
     load_pretraining_digits,
 )
+from sweep.oracle import EMBEDDED_CONFIG, EMBEDDED_WEIGHTS
 from sweep.pretrain_tiny import (
     CLEAN_TEMPLATES,
-    CONFIG_PATH,
-    MODEL_NAME,
     NOISY_TEMPLATES,
-    WEIGHTS_PATH,
     ZERO_SHOT_TEST_ACCURACY,
     ZERO_SHOT_VAL_ACCURACY,
     create_tiny,
     zero_shot_accuracy,
 )
+from sweep.spec import EMBEDDED_MODEL
 
 N_DIGITS = 1797
 # Per-class sizes of the downstream splits (classes 0..9), fixed by the split constants.
@@ -42,9 +42,9 @@ PRETRAIN_PER_CLASS = [89, 91, 88, 91, 90, 91, 90, 89, 87, 90]
 def test_downstream_task_sizes_and_per_class_counts() -> None:
     task = load_digits_task()
     assert task.name == "digits"
-    assert task.classnames == CLASSNAMES == (
+    assert task.classnames == DIGIT_CLASSNAMES == (
         "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-    assert task.template == TEMPLATE
+    assert task.template == DIGITS_TEMPLATE
     assert task.val is not None
     for split, expected in ((task.train, TRAIN_PER_CLASS), (task.val, VAL_PER_CLASS),
                             (task.test, TEST_PER_CLASS)):
@@ -116,19 +116,19 @@ def test_few_shot_and_load_dataset() -> None:
     assert np.bincount(fs.train.labels).tolist() == [16] * 10
     assert np.bincount(fs.val.labels).tolist() == [4] * 10
     assert len(fs.test) == 450
-    assert load_dataset("digits").classnames == CLASSNAMES
+    assert load_dataset("digits").classnames == DIGIT_CLASSNAMES
 
 
 # --------------------------------------------------------------------------- the embedded model
 
 
 def test_pretraining_captions_leave_out_the_downstream_template() -> None:
-    assert TEMPLATE not in CLEAN_TEMPLATES + NOISY_TEMPLATES
+    assert DIGITS_TEMPLATE not in CLEAN_TEMPLATES + NOISY_TEMPLATES
 
 
 def test_config_is_a_tiny_vit_with_the_clip_tokenizer() -> None:
-    cfg = json.loads(CONFIG_PATH.read_text())
-    assert CONFIG_PATH.stem == MODEL_NAME
+    cfg = json.loads(EMBEDDED_CONFIG.read_text())
+    assert EMBEDDED_CONFIG.stem == EMBEDDED_MODEL
     assert cfg["text_cfg"]["context_length"] == 77 and cfg["text_cfg"]["vocab_size"] == 49408
     model, preprocess, tokenizer = create_tiny(weights=None)
     import open_clip
@@ -139,9 +139,9 @@ def test_config_is_a_tiny_vit_with_the_clip_tokenizer() -> None:
 
 
 def test_shipped_weights_load_strictly_as_float32() -> None:
-    assert WEIGHTS_PATH.is_file()
-    assert WEIGHTS_PATH.stat().st_size <= 20 * 1024 * 1024
-    state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
+    assert EMBEDDED_WEIGHTS.is_file()
+    assert EMBEDDED_WEIGHTS.stat().st_size <= 20 * 1024 * 1024
+    state = torch.load(EMBEDDED_WEIGHTS, map_location="cpu", weights_only=True)
     model, _, _ = create_tiny(weights=None)
     model.load_state_dict(state, strict=True)
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -18,13 +18,11 @@ from ray import cloudpickle
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec
 from sweep.errors import DataError
-from sweep.models import ModelSpec
-from sweep.objective import NonFiniteLossError, rank_nonfinite_worst
-from sweep.oracle import ClipOracle
-from sweep.pool import OraclePool, OracleServer, PoolError, TaskKey
-from sweep.prompted import PromptLayout
+from sweep.oracle import ClipOracle, OraclePool, OracleServer, PoolError, PromptLayout, TaskKey
+from sweep.run import NonFiniteLossError, rank_nonfinite_worst
 from sweep.spec import parse_spec
-from sweep.trainable import TrialSetting, _outcome_dict, run_setting
+from sweep.spec import ModelSpec
+from sweep.tuning import TrialSetting, run_setting
 
 
 def test_nonfinite_losses_rank_worst_of_their_request():
@@ -60,7 +58,7 @@ def test_a_trial_survives_nan_losses_counts_the_queries_and_records_them(nan_ora
     assert out.status == "ok", out.error
     assert out.nonfinite_losses == 10  # one per request: 60 queries / 6 per ask
     assert out.result.used.candidate_evals == 60  # the NaN queries still count
-    assert _outcome_dict(out, "candidate_evals")["nonfinite_losses"] == 10
+    assert out.report().to_dict()["nonfinite_losses"] == 10
     assert np.isfinite([r.train_loss for r in out.records]).all()
 
 
@@ -168,12 +166,10 @@ BAD_INPUT = {
 @pytest.fixture
 def no_ray(monkeypatch):
     """Starting Ray fails the test: nothing may start before the input is checked."""
-    from sweep import tuning
-
     def must_not_run(*args, **kwargs):
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(tuning, "start_ray", must_not_run)
+    monkeypatch.setattr("sweep.tuning.driver.start_ray", must_not_run)
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
@@ -273,7 +269,8 @@ def test_a_trial_whose_actor_keeps_dying_is_a_failed_row_and_the_sweep_goes_on(
         ray_session, tmp_path, monkeypatch):
     from sweep import tuning
 
-    monkeypatch.setattr(tuning, "OraclePool", lambda spec, actors, **kw: _dying_pool(retries=1))
+    monkeypatch.setattr("sweep.tuning.driver.OraclePool",
+                        lambda spec, actors, **kw: _dying_pool(retries=1))
     spec = parse_spec(f"""
         name = "dying"
         [data]
@@ -361,14 +358,15 @@ def test_a_read_only_results_folder_fails_before_any_work(existing, tmp_path, ca
 @pytest.mark.slow
 def test_a_full_disk_stops_the_sweep_with_one_line_and_no_partial_part(ray_session, tmp_path,
                                                                        capsys, monkeypatch):
-    import sweep.results as results
+    import pyarrow.parquet as pq
+
     from sweep.launch import main
 
     def half_then_full(table, where, **kwargs):
         where.write(b"PAR1 partial bytes")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results.pq, "write_table", half_then_full)
+    monkeypatch.setattr(pq, "write_table", half_then_full)
     spec = tmp_path / "ok.toml"
     spec.write_text(GOOD_SWEEP)
     assert main([str(spec), "--results", str(tmp_path / "results"), "--quiet"]) == 2

@@ -1,4 +1,4 @@
-"""Tests for sweep.image_folders: CoOp layouts and class folders, on tiny generated roots."""
+"""Tests for sweep.data's folder loaders: CoOp layouts and class folders, on tiny generated roots."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sweep.data import Dataset, few_shot, load_dataset
+from sweep.data import COOP_DATASETS, Dataset, few_shot, load_class_folders, load_coop, load_dataset
 from sweep.errors import ConfigError, DataError
-from sweep.image_folders import COOP_DATASETS, load_class_folders, load_coop
 
 # --------------------------------------------------------------------------- data roots
 

@@ -7,9 +7,9 @@ import pytest
 
 import methods
 from methods.base import Evaluation, SearchSpace
-from sweep.budget import BudgetSpec
-from sweep.loop import SplitScorer, checkpoint_schedule, iter_run, run_method
-from sweep.objective import QuadraticObjective
+from sweep.budget import BudgetSpec, checkpoint_schedule
+from sweep.run import SplitScorer, iter_run, run_method
+from sweep.testing import QuadraticObjective
 
 
 @pytest.mark.parametrize("limit,first", [(3600, 30), (600, 257), (5000, 2), (10, 10)])

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 
 from sweep.budget import UNITS, BudgetSpec, QueryCounts
 from sweep.errors import BudgetExceededError, ConfigError, ModelError
-from sweep.models import ModelSpec, load_model
-from sweep.oracle import ClipOracle
-from sweep.prompted import PromptedCLIP, PromptLayout
+from sweep.oracle import ClipOracle, PromptedCLIP, PromptLayout, load_model
+from sweep.spec import ModelSpec
 
 TOL = 1e-5
 
@@ -114,12 +113,13 @@ def test_batched_equals_one_at_a_time(tiny_vit, task, layout):
     assert len(set(np.round(ev.losses, 6))) == 5  # the candidates really differ
 
 
-def test_logits_in_chunks_equal_logits_at_once(tiny_vit, task, monkeypatch):
-    oracle = ClipOracle(tiny_vit, task, PromptLayout(n_text=2, n_visual=2))
+def test_logits_in_chunks_equal_logits_at_once(tiny_vit, task):
+    layout = PromptLayout(n_text=2, n_visual=2)
+    oracle = ClipOracle(tiny_vit, task, layout)
     text, visual = _random_prompts(oracle, 5, seed=7)
     at_once = oracle.evaluate(text=text, visual=visual)
-    monkeypatch.setattr("sweep.oracle._MAX_LOGITS", 2 * len(task.train) * task.num_classes)
-    chunked = oracle.evaluate(text=text, visual=visual)  # chunks of 2, 2 and 1 candidates
+    chunks = ClipOracle(tiny_vit, task, layout, max_logits=2 * len(task.train) * task.num_classes)
+    chunked = chunks.evaluate(text=text, visual=visual)  # chunks of 2, 2 and 1 candidates
     np.testing.assert_allclose(chunked.losses, at_once.losses, atol=TOL)
     np.testing.assert_array_equal(chunked.accuracies, at_once.accuracies)
 

@@ -7,10 +7,8 @@ import pytest
 
 from sweep.budget import BudgetSpec, QueryCounts
 from sweep.errors import BudgetExceededError, ModelError
-from sweep.models import ModelSpec
-from sweep.oracle import ClipOracle
-from sweep.pool import OraclePool, TaskKey
-from sweep.prompted import PromptLayout
+from sweep.oracle import ClipOracle, OraclePool, PromptLayout, TaskKey
+from sweep.spec import ModelSpec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -38,7 +36,7 @@ def pool(ray_session, spec):
 @pytest.fixture(scope="module")
 def local(spec):
     from sweep.data import few_shot, load_dataset
-    from sweep.models import load_model
+    from sweep.oracle import load_model
 
     return ClipOracle(load_model(spec, "cpu"), few_shot(load_dataset("digits"), 4, 1), LAYOUT)
 

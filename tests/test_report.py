@@ -12,18 +12,17 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from sweep.budget import QueryCounts
-from sweep.loop import CheckpointRecord
+from sweep.budget import CheckpointRecord, QueryCounts
 from sweep.report import (
     best_settings,
     budget_levels,
     curve_band,
-    main,
     queries_to_target,
     render_markdown,
     target_summary,
     write_report,
 )
+from sweep.report.__main__ import main
 from sweep.results import ResultsWriter, TrialRecord, load_results
 
 PARAMS = {"sigma0": "float", "popsize": "int", "lr": "float"}

@@ -17,19 +17,19 @@ import pyarrow.parquet as pq
 import pytest
 
 import methods
-import sweep.results as results
 from methods.base import SearchSpace
 from sweep.budget import UNITS, BudgetSpec, QueryCounts
 from sweep.errors import ConfigError, PromptTuningError
-from sweep.loop import CheckpointRecord, run_method
-from sweep.objective import QuadraticObjective
+from sweep.budget import CheckpointRecord
+from sweep.run import run_method
+from sweep.testing import QuadraticObjective
 from sweep.results import (
     CURVES_SCHEMA,
     ResultsError,
     ResultsWarning,
     ResultsWriter,
     TrialRecord,
-    checkpoints_from_rows,
+    checkpoint_from_row,
     config_hash,
     git_rev,
     load_results,
@@ -223,12 +223,12 @@ def test_writer_refuses_undeclared_or_mistyped_parameters(writer):
 def test_epoch_seconds_and_worker_rows_are_accepted():
     rows = [{"checkpoint": 0, **{f"queries_{u}": 3 for u in UNITS}, "train_loss": 1.0,
              "val_acc": 0.5, "test_acc": 0.25, "wall_s": 0.1}]
-    cps = checkpoints_from_rows(rows)
+    cps = [checkpoint_from_row(r) for r in rows]
     rec = TrialRecord(**_identity("e0", started_at=T0.timestamp()), queries=QueryCounts(3, 3, 3, 3),
                       checkpoints=cps)
     assert rec.started_at == T0 and rec.curves_rows()[0]["queries_images"] == 3
     with pytest.raises(ConfigError, match="lacks"):
-        checkpoints_from_rows([{"checkpoint": 0}])
+        checkpoint_from_row({"checkpoint": 0})
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -239,7 +239,7 @@ def _enospc(*args, **kwargs):
 
 
 def test_disk_full_at_rename_leaves_nothing(writer, monkeypatch):
-    monkeypatch.setattr(results.os, "replace", _enospc)
+    monkeypatch.setattr(os, "replace", _enospc)
     with pytest.raises(ResultsError, match="No space left on device") as info:
         writer.write(_bbt_record())
     assert isinstance(info.value, OSError) and isinstance(info.value, PromptTuningError)
@@ -254,11 +254,11 @@ def test_disk_full_mid_write_leaves_nothing(writer, monkeypatch):
         where.write(b"PAR1 partial bytes")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results.pq, "write_table", half_then_full)
+    monkeypatch.setattr(pq, "write_table", half_then_full)
     with pytest.raises(ResultsError):
         writer.write(_bbt_record())
     assert _files(writer.trials_dir) == [] and _files(writer.curves_dir) == []
-    monkeypatch.setattr(results.pq, "write_table", real)
+    monkeypatch.setattr(pq, "write_table", real)
     writer.write(_bbt_record())
     assert scan(writer.sweep_dir).complete == ("a0",)
 
@@ -272,7 +272,7 @@ def test_failing_trials_part_removes_the_curves_part(writer, monkeypatch):
             raise OSError(errno.EROFS, "Read-only file system")
         real(src, dst)
 
-    monkeypatch.setattr(results.os, "replace", second_fails)
+    monkeypatch.setattr(os, "replace", second_fails)
     with pytest.raises(ResultsError, match="Read-only file system"):
         writer.write(_bbt_record())
     assert Path(calls[0]).parent == writer.curves_dir  # curves first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -10,17 +11,20 @@ import pytest
 
 from methods import REGISTRY
 from sweep.errors import ConfigError
-from sweep.image_folders import COOP_DATASETS
-from sweep.spaces import (
+from sweep.data import COOP_DATASETS
+from sweep.spec import (
     DEFAULT_SPACES,
+    DEFAULT_SPEC_TOML,
+    EMBEDDED_SOURCE,
     MethodSpace,
     Param,
     field_types,
+    load_spec,
     make_space,
     param_columns,
+    parse_spec,
     sample_to_config,
 )
-from sweep.spec import DEFAULT_SPEC_TOML, EMBEDDED_SOURCE, load_spec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -69,10 +73,10 @@ def test_default_spec_parses():
     assert spec.budget.checkpoints >= 8
     assert spec.search.scheduler == "none" and spec.search.mode == "max"
     assert spec.resources.concurrency == 2 and spec.resources.actors == 1
-    assert spec.space("cbbt").fixed == {"q": 16}
+    assert spec.method("cbbt").space.fixed == {"q": 16}
     from_file = load_spec(SWEEPS / "default.toml")
     assert from_file.source.endswith("default.toml")
-    assert {**from_file.to_dict(), "source": None} == {**spec.to_dict(), "source": None}
+    assert dataclasses.replace(from_file, source=spec.source) == spec
 
 
 def test_coop16_parses_without_the_data_root():
@@ -355,7 +359,7 @@ def test_sample_to_config_checks_its_input():
 
 def test_spaces_pickle():
     # Ray Tune checkpoints its searcher, space included.
-    space = load_spec(None).space("bpt-vlm")
+    space = load_spec(None).method("bpt-vlm").space
     copy = pickle.loads(pickle.dumps(space))
     assert isinstance(copy, MethodSpace) and copy.names == space.names
     trial = optuna.trial.FixedTrial({"sigma0": 1.0, "popsize": 20, "intrinsic_dim_text": 50,
@@ -365,16 +369,16 @@ def test_spaces_pickle():
 
 def test_zero_shot_samples_once():
     spec = parse(BASE.replace('["bbt"]', '["bbt", "zero-shot"]') + "samples = 5\n")
-    assert spec.space("zero-shot").samples_nothing
+    assert spec.method("zero-shot").space.samples_nothing
     assert spec.samples_for("zero-shot") == 1 and spec.samples_for("bbt") == 5
 
 
 def test_param_columns_cover_every_sampled_and_fixed_name():
     spec = load_spec(None)
-    columns = param_columns(spec)
+    columns = param_columns(spec.method(m).space for m in spec.search.methods)
     python_type = {"float": float, "int": int, "str": str, "bool": bool}
     for method in spec.search.methods:
-        space = spec.space(method)
+        space = spec.method(method).space
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(3):
             trial = study.ask()

@@ -22,27 +22,24 @@ import hashlib
 
 import numpy as np
 
-from sweep.data import Dataset, Split
+from sweep.data.splits import Dataset, Split
 
 __all__ = [
-    "CLASSNAMES",
-    "NAME",
-    "TEMPLATE",
+    "DIGIT_CLASSNAMES",
+    "DIGITS_TEMPLATE",
     "digits_split_indices",
     "load_digits_task",
     "load_pretraining_digits",
 ]
 
-#: The data set's name in ``sweep.data.load_dataset``.
-NAME = "digits"
 #: Class ``i`` is the digit ``i``.
-CLASSNAMES: tuple[str, ...] = (
+DIGIT_CLASSNAMES: tuple[str, ...] = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
 )
 #: The hand-written zero-shot template of the downstream task. The tiny model is
 #: pretrained on other caption templates (sweep.pretrain_tiny), which leaves room
 #: for prompt tuning.
-TEMPLATE = "a photo of the number {}."
+DIGITS_TEMPLATE = "a photo of the number {}."
 
 # Fixed constants of the split; changing any of them changes the task and
 # invalidates the shipped weights and every recorded result.
@@ -77,7 +74,7 @@ def _hash_order(indices: np.ndarray) -> np.ndarray:
 def _split_indices() -> dict[str, np.ndarray]:
     _, labels = _raw_digits()
     parts: dict[str, list[np.ndarray]] = {"pretrain": [], "train": [], "val": [], "test": []}
-    for c in range(len(CLASSNAMES)):
+    for c in range(len(DIGIT_CLASSNAMES)):
         members = _hash_order(np.flatnonzero(labels == c))
         n_pre = len(members) // 2
         parts["pretrain"].append(members[:n_pre])
@@ -117,19 +114,19 @@ def load_digits_task() -> Dataset:
     """The downstream few-shot task: the half of the digits the tiny CLIP never saw.
 
     Returns:
-        A Dataset named ``digits`` with 10 classes (``CLASSNAMES``), the
-        hand-written template ``TEMPLATE``, and fixed train / val / test splits
+        A Dataset named ``digits`` with 10 classes (``DIGIT_CLASSNAMES``), the
+        hand-written template ``DIGITS_TEMPLATE``, and fixed train / val / test splits
         of 8x8 uint8 images (30-32 / 13-14 / 44-46 images per class; 314 / 137 / 450
         in all).
     """
     idx = _split_indices()
     return Dataset(
-        name=NAME,
-        classnames=CLASSNAMES,
+        name="digits",
+        classnames=DIGIT_CLASSNAMES,
         train=_split(idx["train"]),
         val=_split(idx["val"]),
         test=_split(idx["test"]),
-        template=TEMPLATE,
+        template=DIGITS_TEMPLATE,
     )
 
 

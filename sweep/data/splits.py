@@ -21,7 +21,7 @@ from PIL import Image
 
 from sweep.errors import ConfigError, DataError
 
-__all__ = ["Dataset", "FewShot", "Split", "SHOTS", "few_shot", "load_dataset"]
+__all__ = ["Dataset", "FewShot", "Split", "SHOTS", "few_shot"]
 
 #: The shot counts of the CoOp protocol.
 SHOTS = (1, 2, 4, 8, 16)
@@ -145,26 +145,3 @@ def few_shot(dataset: Dataset, shots: int, seed: int) -> FewShot:
         val=val,
         test=dataset.test,
     )
-
-
-def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
-    """Load a data set by name.
-
-    ``digits`` is the embedded default (no root). The 11 CoOp benchmarks are
-    read from ``root`` in CoOp's layout; ``folder`` reads a plain
-    class-per-folder layout (``root/{train,val,test}/<class>/<image>``).
-    """
-    if name == "digits":
-        from sweep.digits import load_digits_task
-
-        return load_digits_task()
-    from sweep import image_folders
-
-    if root is None:
-        raise ConfigError(f"data set {name!r} needs a data root (data_root)")
-    if name == "folder":
-        return image_folders.load_class_folders(Path(root))
-    if name in image_folders.COOP_DATASETS:
-        return image_folders.load_coop(name, Path(root))
-    valid = ["digits", "folder", *sorted(image_folders.COOP_DATASETS)]
-    raise ConfigError(f"unknown data set {name!r}; valid names: {', '.join(valid)}")

@@ -1,8 +1,8 @@
 """The black box: a CLIP that scores candidate prompts on a k-shot training set.
 
-The oracle is the only place queries are counted and the budget enforced.
 Methods see losses, accuracies and (on request) output features; nothing
-else. Two channels:
+else. Queries are counted by the oracle's ``QueryMeter`` (``sweep.budget``),
+the same meter the pooled oracle uses. Two channels:
 
 - ``evaluate``: the training set, counted in every unit of ``sweep.budget``
   and refused with ``BudgetExceededError`` before any computation when the
@@ -31,17 +31,15 @@ import torch
 import torch.nn.functional as F
 
 from methods.base import Evaluation
-from sweep.budget import BudgetSpec, QueryCounts
+from sweep.budget import BudgetSpec, Metered, QueryMeter
 from sweep.data import FewShot, Split
 from sweep.errors import ConfigError, ModelError
-from sweep.models import LoadedModel, ModelSpec, load_model
-from sweep.prompted import PromptedCLIP, PromptLayout
+from sweep.oracle.models import LoadedModel
+from sweep.oracle.prompted import PromptedCLIP, PromptLayout
 
-__all__ = ["ClipOracle", "Evaluation"]
+__all__ = ["ClipOracle", "check_subset", "count_candidates"]
 
 _SPLITS = ("val", "test")
-#: logits (candidates x images x classes) computed at once; 2**24 floats = 64 MB.
-_MAX_LOGITS = 1 << 24
 
 
 def _trim_heap() -> None:
@@ -89,6 +87,21 @@ def count_candidates(layout: PromptLayout, text_shape: tuple[int, ...], visual_s
     return n
 
 
+def check_subset(subset, train_size: int) -> np.ndarray | None:
+    """A mini-batch's training indices as int64 (None: the whole training set).
+
+    Raises:
+        ConfigError: not a non-empty 1-d array of indices in [0, train_size).
+    """
+    if subset is None:
+        return None
+    idx = np.asarray(subset, dtype=np.int64)
+    if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= train_size:
+        raise ConfigError(f"subset must be a non-empty 1-d array of training indices in "
+                          f"[0, {train_size}); got shape {idx.shape}")
+    return idx
+
+
 def _clipped_std(x: torch.Tensor, rounds: int = 5, k: float = 3.0) -> float:
     """Std of x after ``rounds`` of discarding entries beyond k standard deviations."""
     x = x.flatten().double()
@@ -98,11 +111,11 @@ def _clipped_std(x: torch.Tensor, rounds: int = 5, k: float = 3.0) -> float:
     return float(x.std())
 
 
-class ClipOracle:
+class ClipOracle(Metered):
     """A CLIP with a prompt layout and a few-shot task, answering batched prompt queries.
 
     Args:
-        model: a loaded CLIP (``sweep.models.load_model``).
+        model: a loaded CLIP (``sweep.oracle.load_model``).
         task: the few-shot task (``sweep.data.few_shot``).
         layout: where the prompts go.
         budget: the query budget (default: unlimited, counted in candidate evaluations).
@@ -110,23 +123,24 @@ class ClipOracle:
         max_batch_tokens: tokens per transformer forward; bounds memory (2**14 tokens: about
             0.6 GB of activations in a ViT-B image tower, with no loss of speed on a CPU).
         max_cached_images: a split larger than this is streamed from disk, not held.
+        max_logits: logits (candidates x images x classes) computed at once; bounds
+            memory (2**24 floats: 64 MB).
     """
 
     def __init__(self, model: LoadedModel, task: FewShot, layout: PromptLayout,
                  budget: BudgetSpec | None = None, *, glass_box: bool = False,
-                 max_batch_tokens: int = 1 << 14, max_cached_images: int = 4096) -> None:
+                 max_batch_tokens: int = 1 << 14, max_cached_images: int = 4096,
+                 max_logits: int = 1 << 24) -> None:
         self.model = model
         self.task = task
         self.layout = layout
-        self.budget = budget or BudgetSpec()
+        self.meter = QueryMeter(budget, len(task.train), task.num_classes)
         self.glass_box = glass_box
         self.device = model.device
         self.max_cached_images = max_cached_images
+        self.max_logits = max_logits
         self.prompted = PromptedCLIP(model.model, model.tokenizer, task.classnames, layout,
                                      max_batch_tokens=max_batch_tokens)
-        self.used = QueryCounts()
-        self.eval_used = QueryCounts()
-        self.gradient_requests = 0
         self._images: dict[str, torch.Tensor] = {}
         self._features: dict[str, torch.Tensor] = {}
         self._patches: dict[str, torch.Tensor] = {}
@@ -134,14 +148,6 @@ class ClipOracle:
             name: torch.as_tensor(split.labels, device=self.device)
             for name, split in (("train", task.train), ("val", task.val), ("test", task.test))
         }
-        self._template_features: torch.Tensor | None = None
-
-    @classmethod
-    def build(cls, spec: ModelSpec, task: FewShot, layout: PromptLayout,
-              budget: BudgetSpec | None = None, *, device: str | None = None,
-              **kwargs) -> ClipOracle:
-        """Load the model of ``spec`` and build an oracle on it."""
-        return cls(load_model(spec, device), task, layout, budget, **kwargs)
 
     # --------------------------------------------------------------- shapes
     @property
@@ -193,15 +199,6 @@ class ClipOracle:
     @property
     def num_classes(self) -> int:
         return self.task.num_classes
-
-    def remaining(self) -> int | None:
-        """Queries left in the budget's unit (None: unlimited)."""
-        return self.budget.remaining(self.used)
-
-    def cost(self, candidates: int, images: int | None = None) -> QueryCounts:
-        """What a request of ``candidates`` prompts on ``images`` training images costs."""
-        m = len(self.task.train) if images is None else images
-        return QueryCounts.of_request(candidates, m, self.task.num_classes, self.budget.batch_size)
 
     # --------------------------------------------------------------- inputs
     def _autocast(self):
@@ -310,7 +307,7 @@ class ClipOracle:
         1,000 classes would be 1.9 GB of logits at once.
         """
         n, m, n_cls = txt.shape[0], img.shape[1], txt.shape[1]
-        per_chunk = max(1, _MAX_LOGITS // (m * n_cls))
+        per_chunk = max(1, self.max_logits // (m * n_cls))
         losses, acc = [], []
         for start in range(0, n, per_chunk):
             sl = slice(start, min(start + per_chunk, n))
@@ -324,16 +321,12 @@ class ClipOracle:
         return torch.cat(losses), torch.cat(acc)
 
     # --------------------------------------------------------------- channels
-    def _indices(self, subset) -> np.ndarray | None:
-        if subset is None:
-            return None
-        idx = np.asarray(subset, dtype=np.int64)
-        if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= len(self.task.train):
-            raise ConfigError(
-                f"subset must be a non-empty 1-d array of training indices in [0, {len(self.task.train)}); "
-                f"got shape {idx.shape}"
-            )
-        return idx
+    def _charge(self, text, visual, subset) -> np.ndarray | None:
+        """Check a training request and count it (BudgetExceededError: nothing counted)."""
+        indices = check_subset(subset, self.train_size)
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+        self.meter.charge(self.meter.cost(n, None if indices is None else len(indices)))
+        return indices
 
     def evaluate(self, text=None, visual=None, *, features: bool = False,
                  subset=None) -> Evaluation:
@@ -348,12 +341,7 @@ class ClipOracle:
         Raises:
             BudgetExceededError: the request would exceed the budget; nothing is computed.
         """
-        indices = self._indices(subset)
-        _, _, n = self._as_prompts(text, visual)
-        cost = self.cost(n, len(self.task.train) if indices is None else len(indices))
-        self.budget.check(self.used, cost)
-        ev, _ = self._score("train", text, visual, indices, features)
-        self.used = self.used + cost
+        ev, _ = self._score("train", text, visual, self._charge(text, visual, subset), features)
         return ev
 
     def evaluate_split(self, split: str, text=None, visual=None, *,
@@ -361,11 +349,9 @@ class ClipOracle:
         """Score candidates on validation or test. Counted in ``eval_used``, never in the budget."""
         if split not in _SPLITS:
             raise ConfigError(f"split must be one of {_SPLITS}; got {split!r}")
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+        self.meter.charge_eval(n, len(self._split(split)))
         ev, _ = self._score(split, text, visual, None, features)
-        _, _, n = self._as_prompts(text, visual)
-        m = len(self._split(split))
-        self.eval_used = self.eval_used + QueryCounts.of_request(
-            n, m, self.task.num_classes, self.budget.batch_size)
         return ev
 
     def zero_shot(self, split: str = "test", template: str | None = None) -> Evaluation:
@@ -373,15 +359,14 @@ class ClipOracle:
         if split not in (*_SPLITS, "train"):
             raise ConfigError(f"split must be train, val or test; got {split!r}")
         template = template or self.task.template
+        labels = self._labels[split]
+        self.meter.charge_eval(1, len(labels))
         with torch.no_grad(), self._autocast():
             txt = self.prompted.encode_texts([template.format(c) for c in self.task.classnames])[None]
             img = self._image_feats(split, None, None)
             logits = self.prompted.logits(img, txt).float()[0]
-        labels = self._labels[split]
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(dim=-1) == labels).float().mean()
-        self.eval_used = self.eval_used + QueryCounts.of_request(
-            1, len(labels), self.task.num_classes, self.budget.batch_size)
         return Evaluation(losses=np.array([float(loss)]), accuracies=np.array([float(acc)]))
 
     def gradient(self, text=None, visual=None, *, subset=None
@@ -393,10 +378,8 @@ class ClipOracle:
         """
         if not self.glass_box:
             raise ModelError("gradient() needs a glass-box oracle (glass_box=True, local model)")
-        indices = self._indices(subset)
-        text_t, visual_t, n = self._as_prompts(text, visual)
-        cost = self.cost(n, len(self.task.train) if indices is None else len(indices))
-        self.budget.check(self.used, cost)
+        indices = self._charge(text, visual, subset)
+        text_t, visual_t, _ = self._as_prompts(text, visual)
         text_t = None if text_t is None else text_t.clone()
         visual_t = None if visual_t is None else visual_t.clone()
         ev, losses = self._score("train", text_t, visual_t, indices, False, grad=True)
@@ -405,6 +388,4 @@ class ClipOracle:
         grads = iter(torch.autograd.grad(losses.sum(), inputs))
         g_text = next(grads).double().cpu().numpy() if text_t is not None else None
         g_vis = next(grads).double().cpu().numpy() if visual_t is not None else None
-        self.used = self.used + cost
-        self.gradient_requests += n
         return ev.losses, g_text, g_vis

@@ -18,45 +18,15 @@ from typing import Any, Callable
 import torch
 
 from sweep.errors import ModelError
+from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
-__all__ = ["EMBEDDED_MODEL", "EMBEDDED_WEIGHTS", "LoadedModel", "ModelSpec", "load_model", "pick_device"]
+__all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "LoadedModel", "load_model", "pick_device",
+           "register_embedded"]
 
-#: The tiny CLIP that ships with the package (see sweep/pretrain_tiny.py).
-EMBEDDED_MODEL = "promptsweep-tiny"
-_EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+_EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
+#: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
 EMBEDDED_CONFIG = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.json"
 EMBEDDED_WEIGHTS = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.pt"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """Which CLIP to load. At most one of ``pretrained`` and ``checkpoint``."""
-
-    #: open_clip architecture name (``open_clip.list_models()``), or the embedded model.
-    name: str = EMBEDDED_MODEL
-    #: open_clip pretrained tag, e.g. "openai" or "laion2b_s34b_b79k" (needs the weights cached).
-    pretrained: str | None = None
-    #: path of a local state-dict file for the architecture ``name``.
-    checkpoint: str | None = None
-    #: path of an open_clip model config (JSON) defining ``name``, for architectures
-    #: open_clip does not ship; registered in every process that loads the model.
-    config: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.pretrained and self.checkpoint:
-            raise ModelError(
-                f"model {self.name!r}: give a pretrained tag or a checkpoint, not both "
-                f"(pretrained={self.pretrained!r}, checkpoint={self.checkpoint!r})"
-            )
-
-    @property
-    def label(self) -> str:
-        """A short name for tables: ``name``, ``name:tag`` or ``name:<file name>``."""
-        if self.pretrained:
-            return f"{self.name}:{self.pretrained}"
-        if self.checkpoint:
-            return f"{self.name}:{Path(self.checkpoint).name}"
-        return self.name
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +67,10 @@ def _quiet_random_init_warning():
         root.removeFilter(flt)
 
 
-def _register_embedded(open_clip: Any) -> None:
+def register_embedded() -> None:
+    """Register the embedded model's architecture with open_clip (once per process)."""
+    import open_clip  # deferred: importing open_clip costs seconds
+
     if EMBEDDED_MODEL not in open_clip.list_models():
         open_clip.add_model_config(EMBEDDED_CONFIG)
 
@@ -145,7 +118,7 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
     """Build the model of ``spec`` on ``device`` (default: CUDA if available, else CPU)."""
     import open_clip  # deferred: importing open_clip costs seconds
 
-    _register_embedded(open_clip)
+    register_embedded()
     if spec.config:
         path = Path(spec.config)
         if not path.is_file():

@@ -5,10 +5,11 @@ a ``PooledOracle``: the same interface as a local ``ClipOracle`` (a method
 cannot tell them apart), which splits each batch of candidates across the
 actors and gathers the results in order.
 
-Query accounting lives in ``PooledOracle``, in the trial's process: a request
-is checked against the budget and counted once, before it is dispatched. The
-actors count nothing. Only numpy arrays (prompts, losses, features) cross the
-wire.
+Query accounting lives in ``PooledOracle``, in the trial's process: its
+``QueryMeter`` (the local oracle's, ``sweep.budget``) checks a request against
+the budget and counts it once, before it is dispatched. The actors serve
+unlimited oracles whose counts no one reads. Only numpy arrays (prompts,
+losses, features) cross the wire.
 
 When an actor dies, Ray restarts it and resubmits its lost tasks, up to
 ``max_task_retries`` times per request; a retried task is not a new request,
@@ -31,12 +32,14 @@ from typing import Any
 import numpy as np
 
 from methods.base import Evaluation
-from sweep.budget import BudgetSpec, QueryCounts
+from sweep.budget import BudgetSpec, Metered, QueryMeter
 from sweep.data import few_shot, load_dataset
 from sweep.errors import ConfigError, ModelError, PromptTuningError
-from sweep.models import ModelSpec, load_model
-from sweep.oracle import ClipOracle, count_candidates
-from sweep.prompted import PromptLayout
+from sweep.keeper import ActorKeeper
+from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
+from sweep.oracle.models import load_model
+from sweep.oracle.prompted import PromptLayout
+from sweep.spec import ModelSpec
 
 __all__ = ["OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
 
@@ -147,8 +150,6 @@ class OraclePool:
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from sweep.keeper import ActorKeeper
-
         if actors < 1:
             raise ConfigError(f"a pool needs at least one actor; got {actors}")
         if threads_per_actor is None and not gpus_per_actor:
@@ -253,7 +254,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-class PooledOracle:
+class PooledOracle(Metered):
     """A trial's view of the pool, with ClipOracle's interface and its own budget."""
 
     glass_box = False
@@ -263,10 +264,8 @@ class PooledOracle:
         self.pool = pool
         self.key = key
         self.layout = layout
-        self.budget = budget or BudgetSpec()
-        self.used = QueryCounts()
-        self.eval_used = QueryCounts()
         self._info = pool.call("info", key, layout)
+        self.meter = QueryMeter(budget, self.train_size, self.num_classes)
 
     text_shape = property(lambda self: tuple(self._info["text_shape"]))
     visual_shape = property(lambda self: tuple(self._info["visual_shape"]))
@@ -283,24 +282,11 @@ class PooledOracle:
     def model_stats(self) -> dict[str, object]:
         return dict(self._info["model_stats"])
 
-    def remaining(self) -> int | None:
-        return self.budget.remaining(self.used)
-
-    def cost(self, candidates: int, images: int | None = None) -> QueryCounts:
-        m = self.train_size if images is None else images
-        return QueryCounts.of_request(candidates, m, self.num_classes, self.budget.batch_size)
-
     def evaluate(self, text=None, visual=None, *, features: bool = False, subset=None) -> Evaluation:
         """Counted like ClipOracle.evaluate: checked and charged once, before dispatch."""
+        subset = check_subset(subset, self.train_size)
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
-        if subset is not None:
-            subset = np.asarray(subset, dtype=np.int64)
-            if subset.ndim != 1 or len(subset) == 0 or subset.min() < 0 or subset.max() >= self.train_size:
-                raise ConfigError(f"subset must be a non-empty 1-d array of training indices "
-                                  f"in [0, {self.train_size})")
-        cost = self.cost(n, self.train_size if subset is None else len(subset))
-        self.budget.check(self.used, cost)
-        self.used = self.used + cost
+        self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
         return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
                                         (features, subset), n, features)
 
@@ -308,18 +294,13 @@ class PooledOracle:
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         if split not in self._info["split_sizes"]:
             raise ConfigError(f"split must be one of {tuple(self._info['split_sizes'])}; got {split!r}")
-        ev = self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
-                                      _f32(visual), (features,), n, features)
-        self.eval_used = self.eval_used + QueryCounts.of_request(
-            n, self._info["split_sizes"][split], self.num_classes, self.budget.batch_size)
-        return ev
+        self.meter.charge_eval(n, self._info["split_sizes"][split])
+        return self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
+                                        _f32(visual), (features,), n, features)
 
     def zero_shot(self, split: str = "test") -> Evaluation:
-        ev = self.pool.call("zero_shot", self.key, self.layout, split)
-        self.eval_used = self.eval_used + QueryCounts.of_request(
-            1, self._info["split_sizes"].get(split, self.train_size), self.num_classes,
-            self.budget.batch_size)
-        return ev
+        self.meter.charge_eval(1, self._info["split_sizes"].get(split, self.train_size))
+        return self.pool.call("zero_shot", self.key, self.layout, split)
 
     def gradient(self, *args, **kwargs):
         raise ModelError("gradient() needs a glass-box oracle: a local ClipOracle, not the pool")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sweep import shared_prefix
+from sweep.oracle.shared_prefix import prefix_text_features, suffix_blocks, supports
 from sweep.errors import ConfigError, ModelError
 
 __all__ = ["PromptLayout", "PromptedCLIP"]
@@ -63,6 +63,32 @@ def _tower_text(model: torch.nn.Module) -> torch.nn.Module:
 def _chunks(total: int, size: int) -> Iterator[slice]:
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
+
+
+def _run_blocks(transformer: torch.nn.Module, x: torch.Tensor, deep: torch.Tensor | None, n: int,
+                hidden: list[torch.Tensor] | None, **block_kwargs) -> torch.Tensor:
+    """The blocks of a text or vision transformer on x (rows, T, W), batch-first or not.
+
+    Before block i > 0 the n prompt positions after the first token are overwritten
+    with ``deep[:, i]`` (VPT-deep); when ``hidden`` is a list, the hidden state
+    entering each block is appended to it.
+    """
+    batch_first = getattr(transformer, "batch_first", True)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    for i, block in enumerate(transformer.resblocks):
+        if deep is not None and i > 0:
+            prompt = deep[:, i].to(x.dtype)
+            if batch_first:
+                x = torch.cat([x[:, :1], prompt, x[:, 1 + n:]], dim=1)
+            else:
+                x = torch.cat([x[:1], prompt.transpose(0, 1), x[1 + n:]], dim=0)
+        if hidden is not None:
+            hidden.append(x)
+        x = block(x, **block_kwargs)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    return x
 
 
 class PromptedCLIP:
@@ -116,10 +142,10 @@ class PromptedCLIP:
         with torch.no_grad():
             self._token_embeds = text.token_embedding(self._tokens).float()  # (C, L_cut, W)
         #: class prompts share the prefix SOS + context: computed once per candidate when the
-        #: tower's blocks are the standard ones (sweep.shared_prefix), else a full causal pass.
-        self.shares_prefix = shared_prefix.supports(text)
+        #: tower's blocks are the standard ones (sweep.oracle.shared_prefix), else a full causal pass.
+        self.shares_prefix = supports(text)
         if self.shares_prefix:
-            self._suffixes = shared_prefix.suffix_blocks(
+            self._suffixes = suffix_blocks(
                 self._token_embeds, self._eot, 1 + layout.n_text, max_batch_tokens)
 
     # ------------------------------------------------------------------ shapes
@@ -182,23 +208,7 @@ class PromptedCLIP:
         length = x.shape[1]
         x = x + text.positional_embedding[:length].to(x.dtype)
         mask = text.attn_mask[:length, :length]
-        transformer = text.transformer
-        batch_first = getattr(transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        n = self.layout.n_text
-        for i, block in enumerate(transformer.resblocks):
-            if deep_ctx is not None and i > 0:
-                ctx = deep_ctx[:, i].to(x.dtype)
-                if batch_first:
-                    x = torch.cat([x[:, :1], ctx, x[:, 1 + n:]], dim=1)
-                else:
-                    x = torch.cat([x[:1], ctx.transpose(0, 1), x[1 + n:]], dim=0)
-            if hidden is not None:
-                hidden.append(x)
-            x = block(x, attn_mask=mask)
-        if not batch_first:
-            x = x.transpose(0, 1)
+        x = _run_blocks(text.transformer, x, deep_ctx, self.layout.n_text, hidden, attn_mask=mask)
         x = text.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot]
         proj = text.text_projection
@@ -213,7 +223,7 @@ class PromptedCLIP:
             ctx: (n, *text_shape) context vectors.
         """
         if self.shares_prefix:
-            return shared_prefix.prefix_text_features(
+            return prefix_text_features(
                 self._text, self._token_embeds[0, 0], ctx, self._suffixes, len(self.classnames),
                 deep=self.layout.deep, max_tokens=self.max_batch_tokens)
         n_cand = ctx.shape[0]
@@ -266,24 +276,7 @@ class PromptedCLIP:
                        hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x: (rows, 1 + n + P, W_vis) embeddings with prompts inserted; ``hidden`` as for text."""
         visual = self.model.visual
-        x = visual.ln_pre(x)
-        transformer = visual.transformer
-        batch_first = getattr(transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        n = self.layout.n_visual
-        for i, block in enumerate(transformer.resblocks):
-            if deep_vis is not None and i > 0:
-                vis = deep_vis[:, i].to(x.dtype)
-                if batch_first:
-                    x = torch.cat([x[:, :1], vis, x[:, 1 + n:]], dim=1)
-                else:
-                    x = torch.cat([x[:1], vis.transpose(0, 1), x[1 + n:]], dim=0)
-            if hidden is not None:
-                hidden.append(x)
-            x = block(x)
-        if not batch_first:
-            x = x.transpose(0, 1)
+        x = _run_blocks(visual.transformer, visual.ln_pre(x), deep_vis, self.layout.n_visual, hidden)
         pooled, _ = visual._pool(x)
         if visual.proj is not None:
             pooled = pooled @ visual.proj

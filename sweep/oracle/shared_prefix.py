@@ -24,7 +24,6 @@ tower qualifies, and ``PromptedCLIP`` runs the full causal pass otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch

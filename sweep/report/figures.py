@@ -33,7 +33,7 @@ from matplotlib.ticker import (  # noqa: E402
     PercentFormatter,
 )
 
-from sweep.report import (  # noqa: E402
+from sweep.report.tables import (  # noqa: E402
     GROUP,
     UNIT_LABELS,
     ZERO_SHOT,
@@ -43,6 +43,7 @@ from sweep.report import (  # noqa: E402
     swept_params,
     zero_shot_summary,
 )
+from sweep.spec import DEFAULT_SPACES  # noqa: E402
 
 __all__ = ["method_styles", "plot_accuracy_vs_queries", "plot_queries_to_target",
            "plot_sensitivity", "write_figures"]
@@ -70,16 +71,12 @@ _FEW = 6
 
 @functools.lru_cache(maxsize=1)
 def _space_kinds() -> dict[str, tuple[bool, bool]]:
-    """Parameter name -> (categorical, log) in the default search spaces (sweep/spaces.py).
+    """Parameter name -> (categorical, log) in the default search spaces (``sweep.spec``).
 
     The tables store values, not how they were drawn: a subspace dimension drawn
     from a few choices reads best as categories, a learning rate drawn on a log
     scale on a log axis.
     """
-    try:
-        from sweep.spaces import DEFAULT_SPACES
-    except Exception:  # noqa: BLE001 - the heuristics below still draw every figure
-        return {}
     kinds: dict[str, tuple[bool, bool]] = {}
     for params in DEFAULT_SPACES.values():
         for p in params:

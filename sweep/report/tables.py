@@ -1,13 +1,4 @@
-"""A sweep's results as a Markdown summary and paper figures.
-
-    python -m sweep.report results/default                 # writes results/default/report/
-    python -m sweep.report results/default --out fig --target 0.7
-
-Writes ``report.md`` (the sweep, its trials, and per data set and shot count
-the best setting of each method at each budget level, validation and test
-accuracy as mean ± std over seeds), ``accuracy_vs_queries.png``,
-``queries_to_target.png`` and ``sensitivity.png`` (one per data set and shot
-count when there are several).
+"""The tables of a sweep report: best settings per budget, curves, queries to a target (pandas).
 
 The protocol is the honest one: a setting (a ``sample_id``: one
 hyperparameter setting, its seeds being the rows that share it) is chosen by
@@ -16,46 +7,28 @@ the chosen setting, never used to choose. At a budget level B a trial counts
 with its last checkpoint that used at most B queries, in the trials'
 ``budget_unit``: the prompt it would have returned had it been given B.
 Methods counted in different units are never compared: every table and
-figure is grouped by (data set, shots, unit). Failed trials are listed and
-otherwise left out; trials stopped early by the scheduler count with the
-checkpoints they reached.
+figure is grouped by (data set, shots, unit). Failed trials are left out;
+trials stopped early by the scheduler count with the checkpoints they
+reached.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import warnings
 from collections.abc import Sequence
-from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sweep.budget import UNITS
-from sweep.results import ResultsError, load_results
 
 __all__ = [
-    "DEFAULT_FRACTIONS",
-    "GROUP",
-    "ReportError",
-    "best_curves",
-    "best_settings",
-    "budget_levels",
-    "checkpoint_table",
-    "curve_band",
-    "default_targets",
-    "in_group",
-    "main",
-    "queries_to_target",
-    "render_markdown",
-    "swept_params",
-    "target_summary",
-    "write_report",
-    "zero_shot_summary",
+    "DEFAULT_FRACTIONS", "GROUP", "TARGET_FRACTION", "UNIT_LABELS", "ZERO_SHOT", "best_curves",
+    "best_settings", "budget_levels", "checkpoint_table", "curve_band", "default_targets",
+    "in_group", "param_column_names", "plain_value", "queries_to_target", "swept_params",
+    "target_summary", "tuned_trials", "usable_trials", "zero_shot_summary",
 ]
 
 #: Budget levels of the tables, as fractions of the group's budget: the checkpoints are
@@ -74,36 +47,31 @@ UNIT_LABELS = {"candidate_evals": "candidate evaluations", "calls": "mini-batch 
 _EPS = 1e-9
 
 
-class ReportError(Exception):
-    """The results cannot be reported on (no folder, no trials, no completed trial)."""
-
-
-# ---------------------------------------------------------------- tables
-
-
-def _usable(trials: pd.DataFrame) -> pd.DataFrame:
+def usable_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that did not fail, zero-shot included."""
     return trials[trials["status"] != "failed"]
 
 
-def _tuned(trials: pd.DataFrame) -> pd.DataFrame:
+def tuned_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that did not fail, of methods that have settings to choose (not zero-shot)."""
-    usable = _usable(trials)
+    usable = usable_trials(trials)
     return usable[usable["method"] != ZERO_SHOT]
 
 
-def _param_columns(trials: pd.DataFrame) -> list[str]:
+def param_column_names(trials: pd.DataFrame) -> list[str]:
+    """The ``param_<name>`` columns of a trials table."""
     return [c for c in trials.columns if c.startswith("param_")]
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A numpy scalar as a Python one (for JSON and text)."""
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _setting_params(trials: pd.DataFrame, sample_id: str) -> dict[str, Any]:
     """The non-null hyperparameters of a setting (its seeds share them)."""
     row = trials[trials["sample_id"] == sample_id].iloc[0]
-    return {c.removeprefix("param_"): _plain(row[c]) for c in _param_columns(trials)
+    return {c.removeprefix("param_"): plain_value(row[c]) for c in param_column_names(trials)
             if not pd.isna(row[c])}
 
 
@@ -116,7 +84,7 @@ def checkpoint_table(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
         ``unit``, ``checkpoint``, ``queries``, ``val_acc``, ``test_acc``; sorted by
         trial and checkpoint.
     """
-    meta = _usable(trials)[["trial_id", "sample_id", "black_box", "dataset", "shots",
+    meta = usable_trials(trials)[["trial_id", "sample_id", "black_box", "dataset", "shots",
                             "budget_unit"]].rename(columns={"budget_unit": "unit"})
     cp = curves.merge(meta, on="trial_id", how="inner")
     queries = np.full(len(cp), np.nan)
@@ -136,7 +104,7 @@ def budget_levels(trials: pd.DataFrame,
 
     A trial without a budget (unlimited) counts with the queries it used.
     """
-    tuned = _tuned(trials).rename(columns={"budget_unit": "unit"})
+    tuned = tuned_trials(trials).rename(columns={"budget_unit": "unit"})
     out: dict[tuple, list[int]] = {}
     for key, g in tuned.groupby(GROUP, sort=True):
         used = g.apply(lambda r: r[f"queries_{r['unit']}"], axis=1).astype(float)
@@ -189,7 +157,7 @@ def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
         (settings compared) and ``params`` (the setting's hyperparameters).
         A method with no checkpoint within a level has NaN metrics there.
     """
-    cp = checkpoint_table(_tuned(trials), curves)
+    cp = checkpoint_table(tuned_trials(trials), curves)
     levels_of = budget_levels(trials, fractions)
     rows = []
     for key, group in cp.groupby(GROUP, sort=True):
@@ -224,7 +192,7 @@ def best_curves(trials: pd.DataFrame, curves: pd.DataFrame,
                 best: pd.DataFrame | None = None) -> pd.DataFrame:
     """The checkpoints of every seed of each method's best setting at the full budget."""
     best = best_settings(trials, curves) if best is None else best
-    cp = checkpoint_table(_tuned(trials), curves)
+    cp = checkpoint_table(tuned_trials(trials), curves)
     keys = _full(best)[[*GROUP, "method", "sample_id"]]
     return cp.merge(keys, on=[*GROUP, "method", "sample_id"], how="inner")
 
@@ -317,7 +285,7 @@ def target_summary(qt: pd.DataFrame) -> pd.DataFrame:
 
 def zero_shot_summary(trials: pd.DataFrame) -> pd.DataFrame:
     """Zero-shot validation and test accuracy per data set and shots (mean, std over seeds)."""
-    zs = _usable(trials)
+    zs = usable_trials(trials)
     zs = zs[zs["method"] == ZERO_SHOT]
     return zs.groupby(["dataset", "shots"]).agg(
         n_seeds=("final_val_acc", "size"), val_mean=("final_val_acc", "mean"),
@@ -327,278 +295,10 @@ def zero_shot_summary(trials: pd.DataFrame) -> pd.DataFrame:
 
 def swept_params(trials: pd.DataFrame) -> list[str]:
     """Hyperparameters (without ``param_``) taking several values within some method."""
-    tuned = _tuned(trials)
+    tuned = tuned_trials(trials)
     out = []
-    for col in _param_columns(tuned):
+    for col in param_column_names(tuned):
         counts = tuned.groupby("method")[col].nunique(dropna=True)
         if (counts > 1).any():
             out.append(col.removeprefix("param_"))
     return out
-
-
-# ---------------------------------------------------------------- Markdown
-
-
-def _pct(mean: float, std: float) -> str:
-    """``61.2 ± 1.3`` (percent); no ± for one seed, a dash for no value."""
-    if pd.isna(mean):
-        return "–"
-    return f"{100 * mean:.1f}" if pd.isna(std) else f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def _num(x: float) -> str:
-    return "–" if pd.isna(x) else f"{int(round(x)):,}"
-
-
-def _fraction(f: float) -> str:
-    """1/8, 1/4, 1/2, 1: the budget levels as the fractions they were asked for."""
-    frac = Fraction(f).limit_denominator(1000)
-    return str(frac) if abs(float(frac) - f) < 1e-6 else f"{f:.3g}"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{int(v)}" if v.is_integer() and abs(v) >= 1 else f"{v:.3g}"
-    return str(v)
-
-
-def _params_text(params: dict[str, Any], names: Sequence[str]) -> str:
-    shown = [f"{k}={_value(params[k])}" for k in names if k in params]
-    return ", ".join(shown) or "–"
-
-
-def _method_label(method: str, black_box: bool) -> str:
-    return method if black_box else f"{method} †"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
-    # align: one character per column, "l" or "r".
-    sep = ["---:" if a == "r" else "---" for a in align]
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |",
-            *("| " + " | ".join(r) + " |" for r in rows)]
-
-
-def _short(text: str, width: int = 140) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _overview(sweep_dir: Path, trials: pd.DataFrame) -> list[str]:
-    status = trials["status"].value_counts()
-    black = trials.groupby("method")["black_box"].first()
-    methods = [m for m in sorted(black.index) if m != ZERO_SHOT and black[m]]
-    white = [m for m in sorted(black.index) if not black[m]]
-    kinds = [f"{', '.join(methods)} (black-box)"] if methods else []
-    kinds += [f"{', '.join(white)} (white-box, upper bound †)"] if white else []
-    kinds += ["zero-shot"] if ZERO_SHOT in black.index else []
-    data = [f"{d} ({', '.join(str(s) for s in sorted(g['shots'].unique()))} shots)"
-            for d, g in trials.groupby("dataset", sort=True)]
-    first = trials.iloc[0]
-    lines = [
-        f"# Sweep report: {first['sweep']}", "",
-        f"- Results: `{sweep_dir}`",
-        f"- Model: `{first['model']}`" + (f" ({', '.join(sorted(trials['model'].unique()))})"
-                                           if trials["model"].nunique() > 1 else ""),
-        f"- Data sets: {', '.join(data)}",
-        f"- Seeds: {', '.join(str(s) for s in sorted(trials['seed'].unique()))}",
-        f"- Methods: {'; '.join(kinds)}",
-        f"- Trials: {len(trials)}: {status.get('completed', 0)} completed, "
-        f"{status.get('stopped', 0)} stopped early by the scheduler, "
-        f"{status.get('failed', 0)} failed",
-        f"- Code: git `{first['git_rev']}`, promptsweep "
-        f"{first['promptsweep_version'] or 'unknown'}",
-    ]
-    skipped = trials.attrs.get("skipped") or []
-    if skipped:
-        lines.append(f"- Skipped {len(skipped)} unreadable part files (incomplete trials; "
-                     "`--resume` reruns them)")
-    units = trials["budget_unit"].unique()
-    if len(units) > 1:
-        lines.append(f"- Budget units differ between methods ({', '.join(sorted(units))}): "
-                     "methods are compared only within one unit; tables and figures are "
-                     "grouped by unit.")
-    lines += ["", "Protocol: a setting is one hyperparameter sample (`sample_id`) run with "
-              "every seed. At each budget level B every trial counts with its last checkpoint "
-              "that used at most B queries; each method's setting with the highest mean "
-              "validation accuracy over seeds is chosen, and its validation and test accuracy "
-              "are reported as mean ± std over seeds (ddof 1; no ± for one seed). Test accuracy "
-              "is never used to choose. Failed trials are left out; trials stopped early count "
-              "with the checkpoints they reached.", ""]
-    lines += ["## Trials per method", ""]
-    rows = []
-    for m, g in trials.groupby("method", sort=True):
-        st = g["status"].value_counts()
-        budgets = sorted({(_num(b) if not pd.isna(b) else "unlimited") + " "
-                          + UNIT_LABELS.get(u, u) for b, u in zip(g["budget"], g["budget_unit"])})
-        if m == ZERO_SHOT:
-            budgets = ["no queries"]
-        rows.append([_method_label(m, bool(g["black_box"].iloc[0])), "; ".join(budgets),
-                     str(g["sample_id"].nunique()), str(len(g)), str(st.get("completed", 0)),
-                     str(st.get("stopped", 0)), str(st.get("failed", 0))])
-    lines += _table(["method", "budget", "settings", "trials", "completed", "stopped",
-                     "failed"], rows, "llrrrrr")
-    failed = trials[trials["status"] == "failed"]
-    if len(failed):
-        lines += ["", "## Failed trials", ""]
-        lines += _table(["trial", "method", "seed", "error"],
-                        [[f"`{r.trial_id}`", r.method, str(r.seed), _short(r.error or "")]
-                         for r in failed.itertuples()], "llrl")
-    return lines
-
-
-def _group_section(key: tuple, trials: pd.DataFrame, best: pd.DataFrame,
-                   summary: pd.DataFrame, zero_shot: pd.DataFrame) -> list[str]:
-    dataset, shots, unit = key
-    lines = ["", f"## {dataset}, {shots} shots (queries in {UNIT_LABELS.get(unit, unit)})", ""]
-    zs = zero_shot[(zero_shot["dataset"] == dataset) & (zero_shot["shots"] == shots)]
-    if len(zs):
-        z = zs.iloc[0]
-        lines += ["Zero-shot (hand-written template, no queries): validation "
-                  f"{_pct(z['val_mean'], z['val_std'])}%, test "
-                  f"{_pct(z['test_mean'], z['test_std'])}% ({z['n_seeds']} seeds).", ""]
-    sel = in_group(best, key)
-    tuned = _tuned(trials)
-    tuned = tuned[(tuned["dataset"] == dataset) & (tuned["shots"] == shots)
-                  & (tuned["budget_unit"] == unit)]
-    rows, fixed = [], []
-    for method, g in sel.groupby("method", sort=True):
-        mt = tuned[tuned["method"] == method]
-        varied = [c.removeprefix("param_") for c in _param_columns(mt) if mt[c].nunique() > 1]
-        const = {c.removeprefix("param_"): _plain(mt[c].dropna().iloc[0])
-                 for c in _param_columns(mt) if mt[c].nunique() == 1}
-        if const:
-            fixed.append(f"{method}: {_params_text(const, sorted(const))}")
-        for r in g.itertuples():
-            rows.append([_method_label(method, r.black_box),
-                         f"{r.budget:,} ({_fraction(r.fraction)})", _num(r.queries),
-                         _pct(r.val_mean, r.val_std), _pct(r.test_mean, r.test_std),
-                         str(r.n_seeds), str(r.n_settings),
-                         f"`{r.sample_id}`" if r.sample_id else "–",
-                         _params_text(r.params, varied)])
-    lines += _table(["method", "budget (fraction)", "used", "val acc %", "test acc %", "seeds",
-                     "settings", "best setting", "swept hyperparameters"], rows, "lrrrrrrll")
-    lines += ["", "Used: mean queries at the checkpoints counted (less than the level when the "
-              "method's own budget is smaller or it stopped). Settings: settings compared."]
-    lines += [""]
-    if fixed:
-        lines += ["Fixed hyperparameters: " + "; ".join(fixed) + ".", ""]
-    if (~sel["black_box"]).any():
-        lines += ["† white-box (true gradients): an upper bound, not a black-box competitor.", ""]
-    ts = in_group(summary, key)
-    if len(ts):
-        goal = ts["target"].iloc[0]
-        lines += [f"Queries to reach {100 * goal:.1f}% validation accuracy (best full-budget "
-                  "setting; median over seeds, a seed that never reaches it counts as infinite):",
-                  ""]
-        lines += _table(["method", "seeds reached", "median queries"],
-                        [[_method_label(r.method, r.black_box), f"{r.n_reached}/{r.n_seeds}",
-                          "not reached" if math.isinf(r.median) else _num(r.median)]
-                         for r in ts.itertuples()], "lrr")
-    return lines
-
-
-def render_markdown(sweep_dir: Path, trials: pd.DataFrame, best: pd.DataFrame,
-                    qt: pd.DataFrame, figures: Sequence[tuple[str, str]],
-                    target: float | None = None) -> str:
-    """The Markdown report: overview, failed trials, a section per group, the figures."""
-    lines = _overview(sweep_dir, trials)
-    summary = target_summary(qt)
-    if len(summary):
-        bb = qt.groupby([*GROUP, "method"])["black_box"].first().reset_index()
-        summary = summary.merge(bb, on=[*GROUP, "method"])
-    zero_shot = zero_shot_summary(trials)
-    keys = sorted(best.groupby(GROUP).groups)
-    for key in keys:
-        lines += _group_section(key, trials, best, summary, zero_shot)
-    for z in zero_shot.itertuples():  # data sets where only zero-shot ran
-        if not any(k[:2] == (z.dataset, z.shots) for k in keys):
-            lines += ["", f"## {z.dataset}, {z.shots} shots", "",
-                      f"Zero-shot only: validation {_pct(z.val_mean, z.val_std)}%, test "
-                      f"{_pct(z.test_mean, z.test_std)}% ({z.n_seeds} seeds)."]
-    lines += ["", "## Figures", ""]
-    if len(qt):
-        how = (f"{100 * target:.1f}% (given)" if target is not None else
-               f"{TARGET_FRACTION:.0%} of the best black-box final validation accuracy per group")
-        lines += [f"Queries-to-target uses a validation target of {how}.", ""]
-    lines += [f"- `{name}`: {caption}" for name, caption in figures] or [
-        "None: no method with settings to tune completed a checkpoint."]
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- the report
-
-
-def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
-                 target: float | None = None) -> Path:
-    """Write ``report.md`` and the figures of the sweep in ``sweep_dir``.
-
-    Args:
-        sweep_dir: a sweep's results folder (``results/<sweep>``).
-        out_dir: where to write (default ``sweep_dir/report``; created).
-        target: validation accuracy for queries-to-target (None: per group,
-            ``TARGET_FRACTION`` of the best black-box final validation accuracy).
-
-    Returns:
-        The path of ``report.md``.
-
-    Raises:
-        ReportError: the folder is missing or not a sweep's, holds no trials,
-            or no trial completed; ``target`` is not in (0, 1].
-    """
-    from sweep import report_plots  # matplotlib only when writing figures
-
-    if target is not None and not 0 < target <= 1:
-        raise ReportError(f"--target must be a validation accuracy in (0, 1], e.g. 0.7; "
-                          f"got {target}")
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise ReportError(f"{sweep_dir}: no such results folder")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            trials, curves = load_results(sweep_dir)
-        except ResultsError as exc:
-            raise ReportError(str(exc)) from None
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    if trials.empty:
-        raise ReportError(f"{sweep_dir}: no trials in the results folder")
-    if _usable(trials).empty:
-        errors = trials["error"].dropna().unique()
-        raise ReportError(f"{sweep_dir}: no completed trials ({len(trials)} failed"
-                          f"{': ' + str(errors[0]) if len(errors) else ''})")
-    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-
-    best = best_settings(trials, curves)
-    qt = queries_to_target(trials, curves, target, best)
-    figures = report_plots.write_figures(trials, curves, best, qt, out)
-    path = out / "report.md"
-    path.write_text(render_markdown(sweep_dir, trials, best, qt, figures, target),
-                    encoding="utf-8")
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (2: nothing to report on)."""
-    parser = argparse.ArgumentParser(prog="python -m sweep.report",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="a sweep's results folder")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: RESULTS_DIR/report)")
-    parser.add_argument("--target", type=float, default=None,
-                        help="validation accuracy (a fraction) for queries-to-target (default: "
-                             f"{TARGET_FRACTION:g} x the best black-box final validation "
-                             "accuracy of each data set, shots and unit)")
-    args = parser.parse_args(argv)
-    try:
-        path = write_report(args.results_dir, args.out, args.target)
-    except (ReportError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

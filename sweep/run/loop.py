@@ -16,24 +16,10 @@ from typing import Any
 import numpy as np
 
 from methods.base import Evaluation, Method
-from sweep.budget import QueryCounts
-from sweep.objective import Objective, fits
+from sweep.budget import CheckpointRecord, QueryCounts, checkpoint_schedule
+from sweep.run.objective import Objective
 
-__all__ = [
-    "CheckpointRecord", "RunResult", "SplitScorer", "checkpoint_schedule", "iter_run", "run_method",
-]
-
-
-@dataclass(frozen=True)
-class CheckpointRecord:
-    """The state of a run when the budget in its unit reached a checkpoint."""
-
-    checkpoint: int  # 0-based index in the schedule
-    queries: QueryCounts
-    train_loss: float  # best loss of the most recent request (nan before any)
-    val_acc: float
-    test_acc: float
-    wall_s: float
+__all__ = ["RunResult", "SplitScorer", "iter_run", "run_method"]
 
 
 @dataclass
@@ -44,31 +30,6 @@ class RunResult:
     recommendation: np.ndarray
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def checkpoint_schedule(limit: int, first: int, count: int = 8) -> list[int]:
-    """``count`` budget levels, geometric in the number of asks, the last at ``limit``.
-
-    ``first`` is the cost of one ask: levels are whole numbers of asks apart,
-    so that every level is reached by a different ask and a run records
-    ``count`` checkpoints (all of them, when the budget allows fewer asks).
-    """
-    if limit <= 0:
-        return [0]
-    first = max(1, min(first, limit))
-    asks = max(1, limit // first)
-    if asks <= count:
-        ks = list(range(1, asks + 1))
-    else:
-        ks = [int(round(asks ** (i / (count - 1)))) for i in range(count)]
-        for i in range(1, count):  # strictly increasing from the bottom...
-            ks[i] = max(ks[i], ks[i - 1] + 1)
-        ks[-1] = asks
-        for i in range(count - 2, -1, -1):  # ...and room left below the top
-            ks[i] = min(ks[i], ks[i + 1] - 1)
-    levels = [k * first for k in ks]
-    levels[-1] = limit
-    return levels
 
 
 class SplitScorer:
@@ -137,7 +98,7 @@ def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = 
         if n == 0:
             reasons = {"no_queries": "the method asks for nothing"}
             break
-        if not fits(objective, n, minibatch):
+        if not objective.meter.fits(objective.cost(n, minibatch)):
             reasons = {"budget": f"{objective.used[unit]} of {limit} {unit} used; "
                                  f"the next ask needs {objective.cost(n, minibatch)[unit]}"}
             break

@@ -16,35 +16,35 @@ import methods
 from methods.base import Method
 from sweep.budget import BudgetSpec
 from sweep.data import FewShot
-from sweep.loop import RunResult, SplitScorer, run_method
-from sweep.models import LoadedModel
-from sweep.objective import PromptObjective
-from sweep.oracle import ClipOracle
-from sweep.prompted import PromptLayout
+from sweep.oracle import ClipOracle, LoadedModel, PooledOracle, PromptLayout
+from sweep.run.loop import RunResult, SplitScorer, run_method
+from sweep.run.objective import PromptObjective
 
-__all__ = ["DEFAULT_BUDGETS", "Run", "assemble", "build_run", "run_once"]
+__all__ = ["DEFAULT_BUDGETS", "Run", "assemble", "build_run", "default_budget", "layout_of",
+           "run_once"]
 
 #: Each method's default budget (unit, limit), from its paper's protocol (METHODS.md).
 DEFAULT_BUDGETS: dict[str, tuple[str, int]] = {
     # BPT-VLM: 3,600 candidate evaluations, its smallest published budget (Caltech101, Pets, Food101).
-    "bpt-vlm": ("candidate_evals", 3600),
-    "bpt-vlm-deep": ("candidate_evals", 3600),
-    "bpt-vlm-lmcmaes": ("candidate_evals", 3600),
-    "bpt-vlm-mmes": ("candidate_evals", 3600),
-    "bpt-vlm-lmmaes": ("candidate_evals", 3600),
+    **dict.fromkeys(("bpt-vlm", "bpt-vlm-deep", "bpt-vlm-lmcmaes", "bpt-vlm-mmes", "bpt-vlm-lmmaes"),
+                    ("candidate_evals", 3600)),
     # BBT: 8,000 calls of one candidate on the whole training set.
     "bbt": ("candidate_evals", 8000),
     # CBBT: 150 epochs of 32-image steps, 257 losses per step; on 16 shots x 10 classes
     # that is 150 * 5 * 257 = 192,750 candidate evaluations on mini-batches.
-    "cbbt": ("candidate_evals", 192_750),
-    "cbbt-tip": ("candidate_evals", 192_750),
+    **dict.fromkeys(("cbbt", "cbbt-tip"), ("candidate_evals", 192_750)),
     # ZIP: 5,000 calls of one mini-batch (<= 128 images); ZIP re-ran BlackVIP at the same budget.
-    "zip": ("calls", 5000),
-    "blackvip": ("calls", 5000),
+    **dict.fromkeys(("zip", "blackvip"), ("calls", 5000)),
     # White-box CoOp (not black-box): 300 full-batch gradient steps.
     "coop": ("candidate_evals", 300),
     "zero-shot": ("candidate_evals", 0),
 }
+
+
+def default_budget(name: str, limit: int | None = None) -> BudgetSpec:
+    """Method ``name``'s default budget; ``limit`` replaces its limit, in its own unit."""
+    unit, default = DEFAULT_BUDGETS.get(name, ("candidate_evals", 3600))
+    return BudgetSpec(unit=unit, limit=default if limit is None else limit)
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Run:
     name: str
     config: object
     method: Method
-    oracle: ClipOracle
+    oracle: ClipOracle | PooledOracle
     objective: PromptObjective
     scorer: SplitScorer
 
@@ -72,8 +72,7 @@ def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,
     config = registry.make_config(name, params or {})
     method_cls = registry.entry(name).method_cls
     if budget is None:
-        unit, limit = DEFAULT_BUDGETS.get(name, ("candidate_evals", 3600))
-        budget = BudgetSpec(unit=unit, limit=limit)
+        budget = default_budget(name)
     oracle = ClipOracle(model, task, layout_of(config), budget, glass_box=method_cls.needs_gradient)
     return assemble(name, config, oracle, seed)
 

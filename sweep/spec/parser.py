@@ -1,11 +1,11 @@
-"""Sweep specifications: a TOML file read into frozen dataclasses, every value checked up front.
+"""Reading a sweep specification: a TOML file into the sections' dataclasses, every value checked.
 
 A specification says which model, data sets, shots and seeds, which
 methods, what budget (in which query unit) with how many checkpoints, how
 the hyperparameters are searched (samples per method, sampler, scheduler,
 per-method fixed values and search-space overrides) and with what resources
 (concurrent trials, oracle actors, GPUs). ``sweeps/default.toml`` is the
-embedded default (``DEFAULT_SPEC_TOML`` is a byte-identical copy, so that
+embedded default (``sweep.spec.default`` holds a byte-identical copy, so that
 ``python -m sweep.launch`` needs no file); ``sweeps/coop16.toml`` is a
 commented GPU-cluster example.
 
@@ -31,17 +31,29 @@ import importlib.util
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from methods import REGISTRY
-from sweep.budget import UNITS, BudgetSpec
-from sweep.data import SHOTS
-from sweep.errors import ConfigError
-from sweep.image_folders import COOP_DATASETS
-from sweep.models import EMBEDDED_MODEL, ModelSpec
-from sweep.spaces import MethodSpace, make_space
+from sweep.budget import UNITS
+from sweep.data import DATASETS, SHOTS
+from sweep.errors import ConfigError, describe
+from sweep.spec.default import DEFAULT_SPEC_TOML
+from sweep.spec.sections import (
+    EMBEDDED_MODEL,
+    EMBEDDED_SOURCE,
+    METRICS,
+    SAMPLERS,
+    SCHEDULERS,
+    BudgetSection,
+    DataSection,
+    MethodSection,
+    ModelSpec,
+    ResourcesSection,
+    SearchSection,
+    SweepSpec,
+)
+from sweep.spec.spaces import make_space
 
 try:
     import tomllib as _toml
@@ -51,276 +63,12 @@ except ModuleNotFoundError:  # Python 3.10
     except ModuleNotFoundError:
         _toml = None  # type: ignore[assignment]
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_SPEC_TOML",
-    "EMBEDDED_SOURCE",
-    "METRICS",
-    "SAMPLERS",
-    "SCHEDULERS",
-    "BudgetSection",
-    "DataSection",
-    "MethodSection",
-    "ModelSection",
-    "ResourcesSection",
-    "SearchSection",
-    "SweepSpec",
-    "load_spec",
-    "parse_spec",
-]
-
-#: What error messages call the embedded default.
-EMBEDDED_SOURCE = "<embedded default>"
-#: Data set names: the embedded digits, a plain class-per-folder root, and CoOp's 11.
-DATASETS = ("digits", "folder", *sorted(COOP_DATASETS))
-#: Optuna samplers: TPE (the default) or random search (a baseline for TPE).
-SAMPLERS = ("tpe", "random")
-#: Trial schedulers: none (every trial runs to the budget) or ASHA on the query count.
-SCHEDULERS = ("none", "asha")
-#: Selection metrics, validation only (test accuracy is reported, never optimised) -> mode.
-METRICS = {"val_acc": "max", "val_loss": "min"}
+__all__ = ["load_spec", "parse_spec"]
 
 #: A sweep name is one path component under results/.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: Seeds feed pycma and numpy, which take [0, 2**32).
 _SEED_LIMIT = 2**32
-
-# The embedded default, byte-identical to sweeps/default.toml (tests/test_spec.py checks it).
-DEFAULT_SPEC_TOML = """\
-# The embedded default sweep: what `python -m sweep.launch` runs with no arguments.
-#
-# A small but complete sweep that runs on any laptop, CPU only: the tiny CLIP
-# and the digits data set that ship with the package, three methods, two
-# seeds, and a budget that keeps the whole sweep to a few minutes on 2 cores.
-# sweep/spec.py holds a byte-identical copy (DEFAULT_SPEC_TOML); a test keeps
-# the two equal. sweeps/coop16.toml documents every key.
-
-# Results go to results/<name>/.
-name = "default"
-description = "embedded default: tiny CLIP on digits; BPT-VLM, CBBT and BBT on CPU"
-
-[model]
-# The embedded tiny CLIP: its weights ship with the package, so no tag or checkpoint.
-name = "promptsweep-tiny"
-
-[data]
-datasets = ["digits"]
-shots = [16]
-seeds = [1, 2]
-
-[budget]
-# One candidate evaluation is one prompt scored in one request: the whole
-# 16-shot training set for BPT-VLM and BBT, a 32-image mini-batch for CBBT.
-unit = "candidate_evals"
-limit = 1000
-checkpoints = 8
-
-[search]
-methods = ["bpt-vlm", "cbbt", "bbt"]
-samples = 2
-seed = 0
-sampler = "tpe"
-scheduler = "none"
-metric = "val_acc"
-
-[resources]
-concurrency = 2
-actors = 1
-gpus_per_actor = 0
-
-# CBBT's published q = 256 costs 257 evaluations a step: fewer than 4 steps in 1,000.
-[methods.cbbt]
-params = { q = 16 }
-
-# The tiny model's prompts hold 8 x 64 = 512 text and 5 x 64 = 320 visual
-# numbers: subspaces of 500 or 1,000 would not be smaller than the prompt.
-[methods.bpt-vlm.space]
-intrinsic_dim_text = { choices = [50, 100, 250] }
-intrinsic_dim_visual = { choices = [50, 100, 250] }
-
-[methods.bbt.space]
-intrinsic_dim_text = { choices = [50, 100, 250] }
-"""
-
-
-# ---------------------------------------------------------------- sections
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSection:
-    """``[model]``: the embedded CLIP, or an open_clip name with a tag or a checkpoint."""
-
-    #: open_clip architecture name (``open_clip.list_models()``, or ``hf-hub:<repo>``),
-    #: or the embedded tiny model.
-    name: str = EMBEDDED_MODEL
-    #: open_clip pretrained tag ("openai", "laion2b_s34b_b79k"; the weights must be cached);
-    #: excludes ``checkpoint``.
-    pretrained: str | None = None
-    #: absolute path of a local state-dict file for the architecture ``name``.
-    checkpoint: str | None = None
-
-    def to_model_spec(self) -> ModelSpec:
-        """The ``ModelSpec`` that ``sweep.models.load_model`` takes."""
-        return ModelSpec(name=self.name, pretrained=self.pretrained, checkpoint=self.checkpoint)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataSection:
-    """``[data]``: the tasks. Every data set x shots x seed is swept."""
-
-    #: data set names (``DATASETS``); all but "digits" are read from ``root``.
-    datasets: tuple[str, ...] = ("digits",)
-    #: absolute data root: CoOp's layout for CoOp names, class folders for "folder".
-    root: str | None = None
-    #: shots per class, each in ``sweep.data.SHOTS``.
-    shots: tuple[int, ...] = (16,)
-    #: seeds of the few-shot draw and of the method, each in [0, 2**32).
-    seeds: tuple[int, ...] = (1,)
-
-
-@dataclass(frozen=True, kw_only=True)
-class BudgetSection:
-    """``[budget]``: the largest budget; curves are recorded at checkpoints spaced up to it."""
-
-    #: the unit the budget is enforced in (``sweep.budget.UNITS``).
-    unit: str = "candidate_evals"
-    #: queries allowed in that unit (>= 1); smaller budgets are read off the checkpoints.
-    limit: int = 1000
-    #: images per call (the mini-batch of the "calls" unit).
-    batch_size: int = 128
-    #: budget levels at which val and test accuracy are recorded (>= 8, roughly log-spaced).
-    checkpoints: int = 8
-
-    def to_budget_spec(self) -> BudgetSpec:
-        """The ``BudgetSpec`` the oracle enforces."""
-        return BudgetSpec(unit=self.unit, limit=self.limit, batch_size=self.batch_size)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SearchSection:
-    """``[search]``: which methods, and how Optuna (through Ray Tune) searches their spaces."""
-
-    #: registered method names (``methods.REGISTRY``), in the order they are swept.
-    methods: tuple[str, ...] = ()
-    #: hyperparameter settings drawn per method, data set and shots (>= 1).
-    samples: int = 1
-    #: seed of the Optuna sampler (never time-based), in [0, 2**32).
-    seed: int = 0
-    #: "tpe" (Optuna's TPESampler) or "random" (RandomSampler).
-    sampler: str = "tpe"
-    #: "none", or "asha" to stop poor trials early on the query count.
-    scheduler: str = "none"
-    #: the validation metric that selects settings: "val_acc" (max) or "val_loss" (min).
-    metric: str = "val_acc"
-    #: ASHA's grace period as a fraction of the budget, in (0, 1].
-    grace_fraction: float = 0.125
-    #: ASHA's reduction factor (>= 2): the share of trials kept at each rung is 1 / it.
-    reduction_factor: int = 3
-
-    @property
-    def mode(self) -> str:
-        """"max" or "min": the direction of ``metric``."""
-        return METRICS[self.metric]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ResourcesSection:
-    """``[resources]``: concurrency and the oracle actors that hold the models."""
-
-    #: trials running at once (Ray Tune's max_concurrent_trials), >= 1.
-    concurrency: int = 1
-    #: oracle actors, each holding one model resident on its device, >= 1.
-    actors: int = 1
-    #: GPUs per oracle actor (fractions share a GPU), >= 0.
-    gpus_per_actor: float = 0.0
-    #: CPUs per oracle actor, >= 0; 0 lets trials use every CPU of a small machine
-    #: (trials and actors that each hold 1 of 2 CPUs wait for each other forever).
-    cpus_per_actor: float = 0.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class MethodSection:
-    """``[methods.<name>]``: one method's fixed hyperparameters, space overrides and budget."""
-
-    #: the registered method name (the table's key).
-    name: str
-    #: hyperparameters fixed for every trial (config field -> value), checked by the config.
-    params: dict[str, Any] = field(default_factory=dict)
-    #: search-space overrides: field -> {low, high, log, step} | {choices} | {value}.
-    space: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: settings drawn for this method, replacing ``search.samples``; None: that one.
-    samples: int | None = None
-    #: this method's budget, e.g. a published one in its own unit; None: the sweep's.
-    budget: BudgetSection | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepSpec:
-    """A whole sweep, as read from a TOML file (``load_spec``) and fully checked.
-
-    Example:
-        >>> spec = load_spec(None)
-        >>> spec.name, spec.search.methods, spec.budget.limit
-        ('default', ('bpt-vlm', 'cbbt', 'bbt'), 1000)
-        >>> spec.budget_for("cbbt").unit, spec.method("cbbt").params
-        ('candidate_evals', {'q': 16})
-    """
-
-    #: results go to results/<name>/ (one path component: letters, digits, ".", "_", "-").
-    name: str
-    #: free text for reports.
-    description: str = ""
-    #: where the specification came from (a path, or EMBEDDED_SOURCE); not a TOML key.
-    source: str = EMBEDDED_SOURCE
-    #: the CLIP.
-    model: ModelSection = field(default_factory=ModelSection)
-    #: data sets, data root, shots and seeds.
-    data: DataSection = field(default_factory=DataSection)
-    #: the sweep's budget and checkpoints.
-    budget: BudgetSection = field(default_factory=BudgetSection)
-    #: methods, samples, sampler, scheduler and selection metric.
-    search: SearchSection = field(default_factory=SearchSection)
-    #: concurrency and oracle actors.
-    resources: ResourcesSection = field(default_factory=ResourcesSection)
-    #: one section per method of ``search.methods``, in the same order.
-    methods: tuple[MethodSection, ...] = ()
-
-    def method(self, name: str) -> MethodSection:
-        """The section of method ``name``.
-
-        Raises:
-            ConfigError: ``name`` is not a method of this sweep.
-        """
-        for section in self.methods:
-            if section.name == name:
-                return section
-        raise ConfigError(f"{name!r} is not a method of sweep {self.name!r}; "
-                          f"its methods: {', '.join(self.search.methods)}")
-
-    def budget_for(self, method: str) -> BudgetSection:
-        """The budget trials of ``method`` run to: its own, or the sweep's."""
-        return self.method(method).budget or self.budget
-
-    def space(self, method: str, prefix: str = "") -> MethodSpace:
-        """The define-by-run search space of ``method`` (``sweep.spaces.make_space``)."""
-        section = self.method(method)
-        return make_space(method, section.space, section.params, where=f"methods.{method}",
-                          prefix=prefix)
-
-    def samples_for(self, method: str) -> int:
-        """Settings to draw for ``method``: 1 when its space samples nothing."""
-        if self.space(method).samples_nothing:
-            return 1
-        section = self.method(method)
-        return section.samples if section.samples is not None else self.search.samples
-
-    def results_dir(self, root: str | Path = "results") -> Path:
-        """Where this sweep writes: ``<root>/<name>``."""
-        return Path(root) / self.name
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-able) for provenance and config hashes."""
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------- loading
@@ -378,12 +126,6 @@ def parse_spec(text: str, source: str = EMBEDDED_SOURCE, *, base_dir: str | Path
 _REQUIRED = object()
 
 
-def _describe(value: Any) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
-             list: "an array", dict: "a table"}
-    return f"{value!r} ({kinds.get(type(value), type(value).__name__)})"
-
-
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -427,7 +169,7 @@ class _Parser:
         key = _join(prefix, name)
         value = data.get(name, {})
         if not isinstance(value, dict):
-            self.fail(key, f"expected a table; got {_describe(value)}")
+            self.fail(key, f"expected a table; got {describe(value)}")
         self.known(value, key, valid)
         return value
 
@@ -435,7 +177,7 @@ class _Parser:
         """The sub-table ``name`` of ``data`` ({} when absent), its keys not checked here."""
         value = data.get(name, {})
         if not isinstance(value, dict):
-            self.fail(_join(prefix, name), f"expected a table; got {_describe(value)}")
+            self.fail(_join(prefix, name), f"expected a table; got {describe(value)}")
         return value
 
     def known(self, table: Mapping[str, Any], prefix: str, valid: Sequence[str]) -> None:
@@ -462,7 +204,7 @@ class _Parser:
     def check_int(self, value: Any, key: str, *, low: int | None = None,
                   high: int | None = None) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(key, f"expected an integer; got {_describe(value)}")
+            self.fail(key, f"expected an integer; got {describe(value)}")
         if low is not None and value < low:
             self.fail(key, f"must be >= {low}; got {value}")
         if high is not None and value > high:
@@ -475,7 +217,7 @@ class _Parser:
         key = _join(prefix, name)
         value = self.value(table, prefix, name, default)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            self.fail(key, f"expected a number; got {_describe(value)}")
+            self.fail(key, f"expected a number; got {describe(value)}")
         if low is not None and value < low:
             self.fail(key, f"must be >= {low}; got {value}")
         if above is not None and not value > above:
@@ -489,7 +231,7 @@ class _Parser:
         key = _join(prefix, name)
         value = self.value(table, prefix, name, default)
         if not isinstance(value, str):
-            self.fail(key, f"expected a string; got {_describe(value)}")
+            self.fail(key, f"expected a string; got {describe(value)}")
         if choices is not None:
             self.choice(value, key, choices, what)
         return value
@@ -510,7 +252,7 @@ class _Parser:
         if isinstance(value, tuple):  # a default
             value = list(value)
         if not isinstance(value, list):
-            self.fail(key, f"expected an array; got {_describe(value)}")
+            self.fail(key, f"expected an array; got {describe(value)}")
         if not value:
             self.fail(key, "must not be empty")
         for i, item in enumerate(value):
@@ -520,7 +262,7 @@ class _Parser:
 
     def path(self, value: Any, key: str) -> Path:
         if not isinstance(value, str) or not value:
-            self.fail(key, f"expected a non-empty path string; got {_describe(value)}")
+            self.fail(key, f"expected a non-empty path string; got {describe(value)}")
         path = Path(value).expanduser()
         return (path if path.is_absolute() else self.base / path).resolve()
 
@@ -553,8 +295,8 @@ class _Parser:
             methods=self.methods(data, search, budget),
         )
 
-    def model(self, data: Mapping[str, Any]) -> ModelSection:
-        table = self.table(data, "", "model", _toml_keys(ModelSection))
+    def model(self, data: Mapping[str, Any]) -> ModelSpec:
+        table = self.table(data, "", "model", _toml_keys(ModelSpec, "config"))
         name = self.str_(table, "model", "name", EMBEDDED_MODEL)
         pretrained = self.str_(table, "model", "pretrained", "") or None
         checkpoint = self.value(table, "model", "checkpoint", None)
@@ -584,7 +326,7 @@ class _Parser:
             if self.check_paths and not path.is_file():
                 self.fail("model.checkpoint", f"{path} does not exist or is not a file")
             checkpoint = str(path)
-        return ModelSection(name=name, pretrained=pretrained, checkpoint=checkpoint)
+        return ModelSpec(name=name, pretrained=pretrained, checkpoint=checkpoint)
 
     def data(self, data: Mapping[str, Any]) -> DataSection:
         table = self.table(data, "", "data", _toml_keys(DataSection))
@@ -592,9 +334,9 @@ class _Parser:
         datasets = self.array(table, "data", "datasets", defaults.datasets)
         for item in datasets:
             if not isinstance(item, str):
-                self.fail("data.datasets", f"expected data set names; got {_describe(item)}")
-            self.choice(item, "data.datasets", DATASETS, "data set")
-        needs_root = [d for d in datasets if d != "digits"]
+                self.fail("data.datasets", f"expected data set names; got {describe(item)}")
+            self.choice(item, "data.datasets", list(DATASETS), "data set")
+        needs_root = [d for d in datasets if DATASETS[d].needs_root]
         root: Path | None = None
         if "root" in table:
             root = self.path(table["root"], "data.root")
@@ -604,7 +346,7 @@ class _Parser:
             if not root.is_dir():
                 self.fail("data.root", f"{root} does not exist or is not a directory")
             for name in needs_root:
-                folder = root / ("train" if name == "folder" else COOP_DATASETS[name].folder)
+                folder = root / str(DATASETS[name].folder)
                 if not folder.is_dir():
                     self.fail("data.root", f"{name} needs the folder {folder}, which does not "
                                            "exist")
@@ -635,7 +377,7 @@ class _Parser:
         methods = self.array(table, "search", "methods")
         for item in methods:
             if not isinstance(item, str):
-                self.fail("search.methods", f"expected method names; got {_describe(item)}")
+                self.fail("search.methods", f"expected method names; got {describe(item)}")
             self.choice(item, "search.methods", REGISTRY.names(), "method")
         return SearchSection(
             methods=tuple(methods),
@@ -669,7 +411,7 @@ class _Parser:
                 budget: BudgetSection) -> tuple[MethodSection, ...]:
         tables = data.get("methods", {})
         if not isinstance(tables, dict):
-            self.fail("methods", f"expected a table of method sections; got {_describe(tables)}")
+            self.fail("methods", f"expected a table of method sections; got {describe(tables)}")
         for name in tables:
             if name not in search.methods:
                 if name not in REGISTRY:
@@ -683,7 +425,7 @@ class _Parser:
                budget: BudgetSection) -> MethodSection:
         prefix = f"methods.{name}"
         if not isinstance(table, dict):
-            self.fail(prefix, f"expected a table; got {_describe(table)}")
+            self.fail(prefix, f"expected a table; got {describe(table)}")
         self.known(table, prefix, _toml_keys(MethodSection, "name"))
         # Their keys are checked by make_space, against the method's config fields.
         params = self.any_table(table, prefix, "params")
@@ -694,9 +436,8 @@ class _Parser:
             own = self.table(table, prefix, "budget", ["unit", "limit", "batch_size"])
             method_budget = self.budget(own, f"{prefix}.budget", budget, full=False)
         try:
-            make_space(name, space, params, where=prefix)
+            search_space = make_space(name, space, params, where=prefix)
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
-        return MethodSection(name=name, params=dict(params),
-                             space={k: dict(v) for k, v in space.items()},
+        return MethodSection(name=name, params=dict(params), space=search_space,
                              samples=samples, budget=method_budget)

@@ -29,25 +29,20 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from methods import REGISTRY
-from methods.estimators import ESTIMATORS
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, describe
+from sweep.spec.params import DEFAULT_SPACES, Param
 
 if TYPE_CHECKING:
     import optuna
 
-    from sweep.spec import SweepSpec
-
 __all__ = [
-    "DEFAULT_SPACES",
     "OVERRIDE_KEYS",
     "MethodSpace",
-    "Param",
     "field_types",
     "make_space",
     "param_columns",
@@ -56,173 +51,6 @@ __all__ = [
 
 #: Keys of a search-space override table: a numeric range, a set of choices, or one value.
 OVERRIDE_KEYS = ("low", "high", "log", "step", "choices", "value")
-
-_KINDS = ("float", "int", "categorical")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Param:
-    """One sampled hyperparameter: a numeric range or a set of choices.
-
-    Example:
-        >>> import optuna
-        >>> trial = optuna.trial.FixedTrial({"sigma0": 0.5})
-        >>> Param(name="sigma0", kind="float", low=0.1, high=2.0, log=True).suggest(trial)
-        0.5
-    """
-
-    #: the config field it sets; also its Optuna name (after the space's prefix).
-    name: str
-    #: "float" or "int" (a range), or "categorical" (``choices``).
-    kind: str
-    #: lower end of the range (inclusive); None for categorical.
-    low: float | None = None
-    #: upper end of the range (inclusive); None for categorical.
-    high: float | None = None
-    #: sample the range on a log scale (low must then be > 0).
-    log: bool = False
-    #: grid step of the range; None is continuous (float) or 1 (int).
-    step: float | None = None
-    #: the values of a categorical parameter (scalars Optuna can store).
-    choices: tuple[Any, ...] = ()
-    #: (field, predicate): sampled only if predicate(value of field) holds, the value
-    #: being the sampled one, else the fixed one, else the config default. Module-level
-    #: predicates keep the space picklable (Ray checkpoints its searcher).
-    when: tuple[str, Callable[[Any], bool]] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ConfigError(
-                f"parameter {self.name}: kind must be one of {_KINDS}; got {self.kind!r}")
-        if self.kind == "categorical":
-            if not self.choices:
-                raise ConfigError(f"parameter {self.name}: a categorical parameter needs choices")
-        elif self.low is None or self.high is None or not self.low <= self.high:
-            raise ConfigError(
-                f"parameter {self.name}: a range needs low <= high; got {self.low!r}, {self.high!r}"
-            )
-
-    def suggest(self, trial: optuna.Trial, prefix: str = "") -> Any:
-        """Draw this parameter from ``trial`` under the Optuna name ``prefix + name``."""
-        name = prefix + self.name
-        if self.kind == "categorical":
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.kind == "int":
-            step = 1 if self.step is None else int(self.step)
-            return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)
-        return trial.suggest_float(
-            name, float(self.low), float(self.high), step=self.step, log=self.log
-        )
-
-    def extremes(self) -> tuple[Any, ...]:
-        """The values that bound what ``suggest`` can return: both ends, or every choice."""
-        if self.kind == "categorical":
-            return self.choices
-        return (self.low, self.high)
-
-
-# ---------------------------------------------------------------- conditions
-# Module-level so that spaces pickle by reference.
-
-
-def _positive(value: Any) -> bool:
-    return value is not None and value > 0
-
-
-def _is_spsa(estimator: Any) -> bool:
-    return estimator in ("spsa", "spsa_gc")
-
-
-def _is_spsa_gc(estimator: Any) -> bool:
-    return estimator == "spsa_gc"
-
-
-# ---------------------------------------------------------------- default spaces
-
-#: Subspace dimensions (BPT-VLM and BBT publish 500; smaller ones are cheaper for CMA-ES,
-#: whose covariance is d x d).
-_DIMS = (50, 100, 250, 500, 1000)
-_DIM_TEXT = Param(name="intrinsic_dim_text", kind="categorical", choices=_DIMS,
-                  when=("n_text", _positive))
-_DIM_VISUAL = Param(name="intrinsic_dim_visual", kind="categorical", choices=_DIMS,
-                    when=("n_visual", _positive))
-
-# Evolution strategies: step size around the published 1, population around 20-30.
-_SIGMA0 = Param(name="sigma0", kind="float", low=0.1, high=2.0, log=True)
-_POPSIZE = Param(name="popsize", kind="int", low=10, high=50, step=5)
-_CMA = (_SIGMA0, _POPSIZE, _DIM_TEXT, _DIM_VISUAL)
-# pypop7's ES configs name the same two settings differently.
-_PYPOP = (
-    Param(name="sigma", kind="float", low=0.1, high=2.0, log=True),
-    Param(name="n_individuals", kind="int", low=10, high=50, step=5),
-    _DIM_TEXT,
-    _DIM_VISUAL,
-)
-
-# Zeroth-order descent. A learning rate is Adam's step or SPSA's gain a of a_k = a / (k+o)^alpha;
-# published values are 0.002 (CBBT, Adam) and 0.01 (ZIP, BlackVIP, SPSA).
-_LR = Param(name="lr", kind="float", low=1e-4, high=1e-1, log=True)
-# Smoothing radius: CBBT's sphere default max(1/d, 1e-3), ZIP's and BlackVIP's c = 0.01.
-_MU = Param(name="mu", kind="float", low=1e-3, high=1e-1, log=True)
-# One-sided estimators spend q + 1 queries per step (CBBT publishes 256).
-_Q_DIRECTIONS = Param(name="q", kind="categorical", choices=(4, 8, 16, 32, 64, 128, 256))
-# SPSA spends 2q queries per step and publishes q = 5; 256 draws would be 512 queries a step.
-_Q_SPSA = Param(name="q", kind="categorical", choices=(1, 2, 5, 10, 20))
-# Radius decay c_k = c / k^gamma: Spall 0.101, ZIP 0.1, BlackVIP 0.2.
-_GAMMA = Param(name="gamma", kind="float", low=0.05, high=0.3, when=("estimator", _is_spsa))
-# Gradient-correction beta of SPSA-GC: BlackVIP 0.9, 0.3-0.95 on some data sets.
-_MOMENTUM = Param(name="momentum", kind="float", low=0.3, high=0.95,
-                  when=("estimator", _is_spsa_gc))
-
-_CBBT = (
-    # CBBT's one-sided family: the sphere estimator it publishes and its close relatives.
-    Param(name="estimator", kind="categorical",
-          choices=("sphere", "gaussian", "orthogonal", "antithetic")),
-    _Q_DIRECTIONS,
-    _MU,
-    _LR,
-    # The adapter is trained locally with AdamW (CBBT's Tip config: 1e-3).
-    Param(name="adapter_lr", kind="float", low=1e-4, high=1e-2, log=True),
-)
-_ZO = (
-    Param(name="estimator", kind="categorical", choices=tuple(sorted(ESTIMATORS))),
-    _Q_DIRECTIONS,
-    _MU,
-    _LR,
-    _GAMMA,
-    _MOMENTUM,
-)
-_ZIP = (
-    _Q_SPSA,
-    _MU,
-    _GAMMA,
-    _LR,
-    # ZIP's own 417 among the usual subspace dimensions.
-    Param(name="intrinsic_dim_text", kind="categorical", choices=(50, 100, 250, 417, 500, 1000),
-          when=("n_text", _positive)),
-)
-_BLACKVIP = (_Q_SPSA, _MU, _GAMMA, _MOMENTUM, _LR)
-
-#: Each registered method's default space. A method missing here samples nothing unless the
-#: sweep specification gives it a space.
-DEFAULT_SPACES: Mapping[str, tuple[Param, ...]] = MappingProxyType({
-    "bpt-vlm": _CMA,
-    "bpt-vlm-deep": _CMA,
-    "bbt": _CMA,
-    "bpt-vlm-lmcmaes": _PYPOP,
-    "bpt-vlm-mmes": _PYPOP,
-    "bpt-vlm-lmmaes": _PYPOP,
-    "cbbt": _CBBT,
-    "cbbt-tip": _CBBT,
-    "zo": _ZO,
-    "zip": _ZIP,
-    "blackvip": _BLACKVIP,
-    # White-box CoOp: its Adam learning rate only (published 0.002 for SGD; 0.02 here).
-    "coop": (_LR,),
-    # Zero-shot has no hyperparameters.
-    "zero-shot": (),
-})
-
 
 # ---------------------------------------------------------------- field types
 
@@ -250,12 +78,6 @@ def _defaults(method: str) -> dict[str, Any]:
     return dataclasses.asdict(REGISTRY.make_config(method, {}))
 
 
-def _describe(value: Any) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
-             list: "an array", dict: "a table"}
-    return f"{value!r} ({kinds.get(type(value), type(value).__name__)})"
-
-
 def _coerce(value: Any, tag: str | None, key: str) -> Any:
     """``value`` as a field of type ``tag`` (an integer for a float field becomes a float)."""
     ok = {
@@ -267,7 +89,7 @@ def _coerce(value: Any, tag: str | None, key: str) -> Any:
     if not ok:
         expected = {"bool": "a boolean", "int": "an integer", "float": "a number",
                     "str": "a string"}.get(tag or "", "a scalar")
-        raise ConfigError(f"{key}: expected {expected}; got {_describe(value)}")
+        raise ConfigError(f"{key}: expected {expected}; got {describe(value)}")
     if tag == "float":
         value = float(value)
         if not math.isfinite(value):
@@ -356,7 +178,7 @@ def _override(name: str, current: Param | None, table: Any, key: str,
     """A parameter replaced by an override table, or ("value", v) when the table fixes it."""
     if not isinstance(table, Mapping):
         raise ConfigError(
-            f"{key}: expected a table of {', '.join(OVERRIDE_KEYS)}; got {_describe(table)}")
+            f"{key}: expected a table of {', '.join(OVERRIDE_KEYS)}; got {describe(table)}")
     for k in table:
         if k not in OVERRIDE_KEYS:
             raise _unknown("key", k, list(OVERRIDE_KEYS), f"{key}.{k}")
@@ -373,7 +195,7 @@ def _override(name: str, current: Param | None, table: Any, key: str,
         choices = table["choices"]
         if not isinstance(choices, list) or not choices:
             raise ConfigError(
-                f"{key}.choices: expected a non-empty array; got {_describe(choices)}")
+                f"{key}.choices: expected a non-empty array; got {describe(choices)}")
         coerced = tuple(_coerce(c, tag, f"{key}.choices") for c in choices)
         if len(set(coerced)) != len(coerced):
             raise ConfigError(f"{key}.choices: values repeat: {choices!r}")
@@ -394,7 +216,7 @@ def _override(name: str, current: Param | None, table: Any, key: str,
             raise ConfigError(f"{key}.{end}: required (this parameter has no default range)")
     log = table.get("log", numeric.log if numeric else False)
     if not isinstance(log, bool):
-        raise ConfigError(f"{key}.log: expected a boolean; got {_describe(log)}")
+        raise ConfigError(f"{key}.log: expected a boolean; got {describe(log)}")
     step = table.get("step", numeric.step if numeric and "log" not in table else None)
     if step is not None:
         step = _coerce(step, tag, f"{key}.step")
@@ -519,8 +341,8 @@ def sample_to_config(method: str, sampled: Mapping[str, Any],
     return merged
 
 
-def param_columns(spec: SweepSpec) -> dict[str, str]:
-    """Each hyperparameter a method of ``spec`` samples or fixes -> "float", "int", "str", "bool".
+def param_columns(spaces: Iterable[MethodSpace]) -> dict[str, str]:
+    """Each hyperparameter the ``spaces`` sample or fix -> "float", "int", "str", "bool".
 
     Names are config field names, shared across methods (one ``param_<name>``
     column each); an int field and a float field of the same name give "float".
@@ -529,9 +351,10 @@ def param_columns(spec: SweepSpec) -> dict[str, str]:
         ConfigError: two methods use one name for fields of incompatible types.
     """
     columns: dict[str, str] = {}
-    for method in spec.search.methods:
+    for space in spaces:
+        method = space.method
         tags = field_types(method)
-        for name in spec.space(method).names:
+        for name in space.names:
             tag = tags[name] or "str"
             seen = columns.get(name)
             if seen is None or seen == tag:

@@ -20,9 +20,9 @@ sweep's start.
 
 from __future__ import annotations
 
-from sweep.data import few_shot, load_dataset
-from sweep.models import EMBEDDED_MODEL, load_model
-from sweep.spec import SweepSpec
+from sweep.data import DATASETS, few_shot, load_dataset
+from sweep.oracle import load_model
+from sweep.spec import EMBEDDED_MODEL, SweepSpec
 
 __all__ = ["check_inputs"]
 
@@ -36,7 +36,7 @@ def check_inputs(spec: SweepSpec) -> None:
         ModelError: the model cannot be built or its weights cannot be loaded.
     """
     for name in spec.data.datasets:
-        if name == "digits":  # embedded
+        if not DATASETS[name].needs_root:  # ships with the package
             continue
         dataset = load_dataset(name, spec.data.root)
         seen: set[str] = set()
@@ -50,4 +50,4 @@ def check_inputs(spec: SweepSpec) -> None:
                             split.load(i)
     model = spec.model
     if model.name != EMBEDDED_MODEL or model.checkpoint is not None:
-        load_model(model.to_model_spec(), "cpu")
+        load_model(model, "cpu")

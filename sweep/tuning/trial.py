@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 
 import methods
-from sweep.budget import BudgetSpec
+from sweep.budget import BudgetSpec, CheckpointRecord
 from sweep.data import few_shot, load_dataset
-from sweep.loop import CheckpointRecord, RunResult, iter_run
-from sweep.objective import PromptObjective
-from sweep.oracle import ClipOracle
-from sweep.pool import OraclePool, TaskKey
-from sweep.runner import assemble, layout_of
+from sweep.oracle import ClipOracle, OraclePool, TaskKey, load_model
+from sweep.results import TrialOutcome
+from sweep.run import PromptObjective, RunResult, assemble, iter_run, layout_of
+from sweep.spec import ModelSpec
 
 __all__ = ["SeedOutcome", "TrialSetting", "run_setting", "tune_trainable"]
 
@@ -64,6 +63,16 @@ class SeedOutcome:
         """Losses the objective ranked worst because they were NaN or infinite."""
         return 0 if self.objective is None else self.objective.nonfinite_losses
 
+    def report(self) -> TrialOutcome:
+        """What the driver is told of this seed (plain data, ``TrialOutcome.to_dict``)."""
+        result = self.result
+        return TrialOutcome(
+            seed=self.seed, status=self.status, error=self.error, device=self.device,
+            started_at=self.started_at, checkpoints=tuple(self.records),
+            stop_reasons={} if result is None else {k: str(v) for k, v in result.stop_reasons.items()},
+            nonfinite_losses=self.nonfinite_losses,
+            wall_s=None if result is None else result.wall_s)
+
 
 def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
     config = methods.REGISTRY.make_config(setting.method, setting.params)
@@ -72,8 +81,6 @@ def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
     if pool is not None:
         oracle = pool.oracle(key, layout, setting.budget)
     else:  # local: for tests and single-process use
-        from sweep.models import ModelSpec, load_model
-
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, seed)
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
     run = assemble(setting.method, config, oracle, seed)
@@ -154,28 +161,7 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
         metrics = summary(outcomes, unit)
         done = all(o.status != "running" for o in outcomes)
         report = {**metrics, "checkpoint": checkpoint, "done": done,
-                  "outcomes": [_outcome_dict(o, unit) for o in outcomes]}
+                  "outcomes": [o.report().to_dict() for o in outcomes]}
         if math.isnan(report["val_acc"]):
             report["val_acc"] = -1.0  # every seed failed: worst for the searcher, never selected
         tune.report(report)
-
-
-def _outcome_dict(out: SeedOutcome, unit: str) -> dict[str, Any]:
-    """A plain-data copy of an outcome, for the report (crosses to the driver)."""
-    result = out.result
-    return {
-        "seed": out.seed,
-        "status": out.status,
-        "error": out.error,
-        "device": out.device,
-        "started_at": out.started_at,
-        "records": [
-            {"checkpoint": r.checkpoint, **{f"queries_{u}": v for u, v in r.queries.as_dict().items()},
-             "train_loss": r.train_loss, "val_acc": r.val_acc, "test_acc": r.test_acc, "wall_s": r.wall_s}
-            for r in out.records
-        ],
-        "stop_reasons": None if result is None else {k: str(v) for k, v in result.stop_reasons.items()},
-        "nonfinite_losses": out.nonfinite_losses,
-        "used": None if result is None else result.used.as_dict(),
-        "wall_s": None if result is None else result.wall_s,
-    }

@@ -1,0 +1,67 @@
+"""Writing a sweep report: ``report.md`` and the figures, from a results folder."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from sweep.report.figures import write_figures
+from sweep.report.markdown import render_markdown
+from sweep.report.tables import best_settings, queries_to_target, usable_trials
+from sweep.results import ResultsError, load_results
+
+__all__ = ["ReportError", "write_report"]
+
+
+class ReportError(Exception):
+    """The results cannot be reported on (no folder, no trials, no completed trial)."""
+
+
+def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
+                 target: float | None = None) -> Path:
+    """Write ``report.md`` and the figures of the sweep in ``sweep_dir``.
+
+    Args:
+        sweep_dir: a sweep's results folder (``results/<sweep>``).
+        out_dir: where to write (default ``sweep_dir/report``; created).
+        target: validation accuracy for queries-to-target (None: per group,
+            ``TARGET_FRACTION`` of the best black-box final validation accuracy).
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        ReportError: the folder is missing or not a sweep's, holds no trials,
+            or no trial completed; ``target`` is not in (0, 1].
+    """
+    if target is not None and not 0 < target <= 1:
+        raise ReportError(f"--target must be a validation accuracy in (0, 1], e.g. 0.7; "
+                          f"got {target}")
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ReportError(f"{sweep_dir}: no such results folder")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            trials, curves = load_results(sweep_dir)
+        except ResultsError as exc:
+            raise ReportError(str(exc)) from None
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if trials.empty:
+        raise ReportError(f"{sweep_dir}: no trials in the results folder")
+    if usable_trials(trials).empty:
+        errors = trials["error"].dropna().unique()
+        raise ReportError(f"{sweep_dir}: no completed trials ({len(trials)} failed"
+                          f"{': ' + str(errors[0]) if len(errors) else ''})")
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    best = best_settings(trials, curves)
+    qt = queries_to_target(trials, curves, target, best)
+    figures = write_figures(trials, curves, best, qt, out)
+    path = out / "report.md"
+    path.write_text(render_markdown(sweep_dir, trials, best, qt, figures, target),
+                    encoding="utf-8")
+    return path

@@ -1,0 +1,63 @@
+"""A sweep's results as Parquet: a trials table and a curves table, one part file pair per trial.
+
+The driver writes (``ResultsWriter``, each part atomically), anyone reads
+(``load_results``; ``pd.read_parquet("results/<sweep>/trials")`` works too).
+``TrialOutcome`` is what a trial worker reports of each seed and
+``TrialRecord`` what the driver makes of it. Nothing here imports torch or
+Ray: reports open fast on a laptop.
+"""
+
+from sweep.results.files import ResultsError
+from sweep.results.provenance import (
+    Provenance,
+    canonical_json,
+    config_hash,
+    git_rev,
+    package_versions,
+)
+from sweep.results.reader import (
+    ResultsWarning,
+    ScanResult,
+    SweepContents,
+    load_results,
+    read_sweep,
+    remove_incomplete,
+    scan,
+)
+from sweep.results.records import TrialOutcome, TrialRecord, checkpoint_from_row, checkpoint_row
+from sweep.results.schema import (
+    CURVES_SCHEMA,
+    PARAM_TYPES,
+    SCHEMA_VERSION,
+    STATUSES,
+    query_column,
+    trials_schema,
+)
+from sweep.results.writer import ResultsWriter
+
+__all__ = [
+    "CURVES_SCHEMA",
+    "PARAM_TYPES",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Provenance",
+    "ResultsError",
+    "ResultsWarning",
+    "ResultsWriter",
+    "ScanResult",
+    "SweepContents",
+    "TrialOutcome",
+    "TrialRecord",
+    "canonical_json",
+    "checkpoint_from_row",
+    "checkpoint_row",
+    "config_hash",
+    "git_rev",
+    "load_results",
+    "package_versions",
+    "query_column",
+    "read_sweep",
+    "remove_incomplete",
+    "scan",
+    "trials_schema",
+]

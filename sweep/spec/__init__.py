@@ -1,0 +1,46 @@
+"""What a sweep asks for: the TOML specification, read into checked dataclasses, and search spaces.
+
+``load_spec`` reads a file (None: the embedded default) into a ``SweepSpec``
+whose sections name the model (``ModelSpec``), the data, the budget, the
+search and the resources, and whose method sections carry each method's
+search space (``MethodSpace``), built and checked once. Everything here is
+plain data: the oracle takes the ``ModelSpec``, the driver the rest, and the
+report reads the default spaces without loading torch.
+"""
+
+from sweep.spec.default import DEFAULT_SPEC_TOML
+from sweep.spec.params import DEFAULT_SPACES, Param
+from sweep.spec.parser import load_spec, parse_spec
+from sweep.spec.sections import (
+    EMBEDDED_MODEL, EMBEDDED_SOURCE, METRICS, SAMPLERS, SCHEDULERS, BudgetSection,
+    DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection, SweepSpec,
+)
+from sweep.spec.spaces import (
+    OVERRIDE_KEYS, MethodSpace, field_types, make_space, param_columns, sample_to_config,
+)
+
+__all__ = [
+    "DEFAULT_SPACES",
+    "DEFAULT_SPEC_TOML",
+    "EMBEDDED_MODEL",
+    "EMBEDDED_SOURCE",
+    "METRICS",
+    "OVERRIDE_KEYS",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "BudgetSection",
+    "DataSection",
+    "MethodSection",
+    "MethodSpace",
+    "ModelSpec",
+    "Param",
+    "ResourcesSection",
+    "SearchSection",
+    "SweepSpec",
+    "field_types",
+    "load_spec",
+    "make_space",
+    "param_columns",
+    "parse_spec",
+    "sample_to_config",
+]

@@ -1,0 +1,230 @@
+"""What a sweep asks for, as frozen dataclasses: one per section of a specification.
+
+``sweep.spec.parser`` reads a TOML file into them, checking every value; the
+stages above read them and never a TOML table. Each field's comment is its
+documentation (``sweeps/coop16.toml`` repeats them as a commented example).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep.budget import BudgetSpec
+from sweep.errors import ConfigError, ModelError
+from sweep.spec.spaces import MethodSpace
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "EMBEDDED_SOURCE",
+    "METRICS",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "BudgetSection",
+    "DataSection",
+    "MethodSection",
+    "ModelSpec",
+    "ResourcesSection",
+    "SearchSection",
+    "SweepSpec",
+]
+
+#: The tiny CLIP that ships with the package (``python -m sweep.pretrain_tiny`` trains it;
+#: its config and weights are in sweep/embedded/).
+EMBEDDED_MODEL = "promptsweep-tiny"
+#: What error messages call the embedded default.
+EMBEDDED_SOURCE = "<embedded default>"
+#: Optuna samplers: TPE (the default) or random search (a baseline for TPE).
+SAMPLERS = ("tpe", "random")
+#: Trial schedulers: none (every trial runs to the budget) or ASHA on the query count.
+SCHEDULERS = ("none", "asha")
+#: Selection metrics, validation only (test accuracy is reported, never optimised) -> mode.
+METRICS = {"val_acc": "max", "val_loss": "min"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """``[model]``: which CLIP. The embedded one, or an open_clip name with a tag or a checkpoint."""
+
+    #: open_clip architecture name (``open_clip.list_models()``, or ``hf-hub:<repo>``),
+    #: or the embedded tiny model.
+    name: str = EMBEDDED_MODEL
+    #: open_clip pretrained tag ("openai", "laion2b_s34b_b79k"; the weights must be cached);
+    #: excludes ``checkpoint``.
+    pretrained: str | None = None
+    #: absolute path of a local state-dict file for the architecture ``name``.
+    checkpoint: str | None = None
+    #: path of an open_clip model config (JSON) defining ``name``, for architectures
+    #: open_clip does not ship; registered in every process that loads the model.
+    #: Not a TOML key (tests and benchmarks use it).
+    config: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained and self.checkpoint:
+            raise ModelError(
+                f"model {self.name!r}: give a pretrained tag or a checkpoint, not both "
+                f"(pretrained={self.pretrained!r}, checkpoint={self.checkpoint!r})"
+            )
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: ``name``, ``name:tag`` or ``name:<file name>``."""
+        if self.pretrained:
+            return f"{self.name}:{self.pretrained}"
+        if self.checkpoint:
+            return f"{self.name}:{Path(self.checkpoint).name}"
+        return self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSection:
+    """``[data]``: the tasks. Every data set x shots x seed is swept."""
+
+    #: data set names (``sweep.data.DATASETS``); all but "digits" are read from ``root``.
+    datasets: tuple[str, ...] = ("digits",)
+    #: absolute data root: CoOp's layout for CoOp names, class folders for "folder".
+    root: str | None = None
+    #: shots per class, each in ``sweep.data.SHOTS``.
+    shots: tuple[int, ...] = (16,)
+    #: seeds of the few-shot draw and of the method, each in [0, 2**32).
+    seeds: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSection:
+    """``[budget]``: the largest budget; curves are recorded at checkpoints spaced up to it."""
+
+    #: the unit the budget is enforced in (``sweep.budget.UNITS``).
+    unit: str = "candidate_evals"
+    #: queries allowed in that unit (>= 1); smaller budgets are read off the checkpoints.
+    limit: int = 1000
+    #: images per call (the mini-batch of the "calls" unit).
+    batch_size: int = 128
+    #: budget levels at which val and test accuracy are recorded (>= 8, roughly log-spaced).
+    checkpoints: int = 8
+
+    def to_budget_spec(self) -> BudgetSpec:
+        """The ``BudgetSpec`` the oracle enforces."""
+        return BudgetSpec(unit=self.unit, limit=self.limit, batch_size=self.batch_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSection:
+    """``[search]``: which methods, and how Optuna (through Ray Tune) searches their spaces."""
+
+    #: registered method names (``methods.REGISTRY``), in the order they are swept.
+    methods: tuple[str, ...] = ()
+    #: hyperparameter settings drawn per method, data set and shots (>= 1).
+    samples: int = 1
+    #: seed of the Optuna sampler (never time-based), in [0, 2**32).
+    seed: int = 0
+    #: "tpe" (Optuna's TPESampler) or "random" (RandomSampler).
+    sampler: str = "tpe"
+    #: "none", or "asha" to stop poor trials early on the query count.
+    scheduler: str = "none"
+    #: the validation metric that selects settings: "val_acc" (max) or "val_loss" (min).
+    metric: str = "val_acc"
+    #: ASHA's grace period as a fraction of the budget, in (0, 1].
+    grace_fraction: float = 0.125
+    #: ASHA's reduction factor (>= 2): the share of trials kept at each rung is 1 / it.
+    reduction_factor: int = 3
+
+    @property
+    def mode(self) -> str:
+        """"max" or "min": the direction of ``metric``."""
+        return METRICS[self.metric]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourcesSection:
+    """``[resources]``: concurrency and the oracle actors that hold the models."""
+
+    #: trials running at once (Ray Tune's max_concurrent_trials), >= 1.
+    concurrency: int = 1
+    #: oracle actors, each holding one model resident on its device, >= 1.
+    actors: int = 1
+    #: GPUs per oracle actor (fractions share a GPU), >= 0.
+    gpus_per_actor: float = 0.0
+    #: CPUs per oracle actor, >= 0; 0 lets trials use every CPU of a small machine
+    #: (trials and actors that each hold 1 of 2 CPUs wait for each other forever).
+    cpus_per_actor: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSection:
+    """``[methods.<name>]``: one method's fixed hyperparameters, space overrides and budget."""
+
+    #: the registered method name (the table's key).
+    name: str
+    #: hyperparameters fixed for every trial (config field -> value), checked by the config.
+    params: dict[str, Any] = field(default_factory=dict)
+    #: the search space: the method's default space with ``params`` fixed and the
+    #: section's ``space`` overrides ({low, high, log, step} | {choices} | {value} per
+    #: field) applied; built and checked once, by the parser.
+    space: MethodSpace
+    #: settings drawn for this method, replacing ``search.samples``; None: that one.
+    samples: int | None = None
+    #: this method's budget, e.g. a published one in its own unit; None: the sweep's.
+    budget: BudgetSection | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """A whole sweep, as read from a TOML file (``load_spec``) and fully checked.
+
+    Example:
+        >>> from sweep.spec import load_spec
+        >>> spec = load_spec(None)
+        >>> spec.name, spec.search.methods, spec.budget.limit
+        ('default', ('bpt-vlm', 'cbbt', 'bbt'), 1000)
+        >>> spec.budget_for("cbbt").unit, spec.method("cbbt").params
+        ('candidate_evals', {'q': 16})
+    """
+
+    #: results go to results/<name>/ (one path component: letters, digits, ".", "_", "-").
+    name: str
+    #: free text for reports.
+    description: str = ""
+    #: where the specification came from (a path, or EMBEDDED_SOURCE); not a TOML key.
+    source: str = EMBEDDED_SOURCE
+    #: the CLIP.
+    model: ModelSpec = field(default_factory=ModelSpec)
+    #: data sets, data root, shots and seeds.
+    data: DataSection = field(default_factory=DataSection)
+    #: the sweep's budget and checkpoints.
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    #: methods, samples, sampler, scheduler and selection metric.
+    search: SearchSection = field(default_factory=SearchSection)
+    #: concurrency and oracle actors.
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    #: one section per method of ``search.methods``, in the same order.
+    methods: tuple[MethodSection, ...] = ()
+
+    def method(self, name: str) -> MethodSection:
+        """The section of method ``name``.
+
+        Raises:
+            ConfigError: ``name`` is not a method of this sweep.
+        """
+        for section in self.methods:
+            if section.name == name:
+                return section
+        raise ConfigError(f"{name!r} is not a method of sweep {self.name!r}; "
+                          f"its methods: {', '.join(self.search.methods)}")
+
+    def budget_for(self, method: str) -> BudgetSection:
+        """The budget trials of ``method`` run to: its own, or the sweep's."""
+        return self.method(method).budget or self.budget
+
+    def samples_for(self, method: str) -> int:
+        """Settings to draw for ``method``: 1 when its space samples nothing."""
+        section = self.method(method)
+        if section.space.samples_nothing:
+            return 1
+        return section.samples if section.samples is not None else self.search.samples
+
+    def results_dir(self, root: str | Path = "results") -> Path:
+        """Where this sweep writes: ``<root>/<name>``."""
+        return Path(root) / self.name
+

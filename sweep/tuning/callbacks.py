@@ -1,0 +1,112 @@
+"""The driver's side of a Tune run: each finished trial becomes one results row per seed.
+
+``ResultsCallback`` keeps each trial's latest report and, when the trial
+ends, writes its seeds' rows (``TrialRecord.from_outcome``); it also moves the
+progress bar. A write that fails stops the whole sweep (``stop_on_error``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tqdm import tqdm
+
+from sweep.results import ResultsError, ResultsWriter, TrialOutcome, TrialRecord
+from sweep.spec import SweepSpec, sample_to_config
+from sweep.tuning.plan import Group
+
+__all__ = ["ResultsCallback", "stop_on_error", "tune_callback"]
+
+
+class ResultsCallback:
+    """Driver side: keeps each trial's latest report, writes its rows when it ends; shows progress.
+
+    A write that fails (disk full, read-only folder) is kept in ``error`` and nothing
+    more is written: the sweep stops (``stop_on_error``) and ``run_sweep`` raises it.
+    """
+
+    def __init__(self, writer: ResultsWriter, spec: SweepSpec, group: Group, bar: tqdm,
+                 progress: dict[str, Any]) -> None:
+        self.writer, self.spec, self.group, self.bar, self.progress = writer, spec, group, bar, progress
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.counter_base = 0
+        self.error: ResultsError | None = None
+
+    def _index(self, trial) -> int:
+        # Settings are numbered in the order Tune creates them (the counter that leads its
+        # experiment tag: 1-based behind a searcher, 0-based without one), after those
+        # already done: deterministic ids, whichever trial happens to report first.
+        counter = int(str(trial.experiment_tag).split("_", 1)[0])
+        return self.group.offset + counter - self.counter_base
+
+    def on_trial_result(self, trial, result: dict[str, Any]) -> None:
+        self.latest[trial.trial_id] = result
+
+    def on_trial_end(self, trial, error: str | None) -> None:
+        if self.error is not None:
+            return
+        result = self.latest.get(trial.trial_id, {})
+        group = self.group
+        if group.sample_id:
+            sample_id, params = group.sample_id, dict(group.params or {})
+        else:
+            sample_id = f"{group.tag}-{self._index(trial):03d}"
+            params = sample_to_config(group.method, group.space.hyperparameters(trial.config))
+        outcomes = ([TrialOutcome.from_dict(o) for o in result["outcomes"]] if result.get("outcomes")
+                    else [TrialOutcome(seed=s) for s in group.seeds])
+        budget, model = group.budget, self.spec.model.label
+        for out in outcomes:
+            record = TrialRecord.from_outcome(
+                out, trial_error=error,
+                trial_id=f"{sample_id}-s{out.seed}", sweep=self.spec.name, sample_id=sample_id,
+                method=group.method, model=model, dataset=group.dataset, shots=group.shots,
+                seed=out.seed, budget_unit=budget.unit, budget=budget.limit, params=params,
+                estimator=params.get("estimator"),
+                config={"method": group.method, "params": params, "budget": budget.limit,
+                        "unit": budget.unit, "dataset": group.dataset, "shots": group.shots,
+                        "seed": out.seed, "model": model})
+            try:
+                self.writer.write(record)
+            except ResultsError as exc:
+                self.error = exc
+                return
+            self.progress["queries"] += record.queries[budget.unit]
+            last = record.checkpoints[-1] if record.checkpoints else None
+            if last is not None and last.val_acc == last.val_acc:  # not nan
+                self.progress["best_val"] = max(self.progress["best_val"], last.val_acc)
+            self.progress["failed"] += record.status == "failed"
+            self.bar.update(1)
+        self.bar.set_postfix(best_val=f"{self.progress['best_val']:.1%}",
+                             queries=f"{self.progress['queries']:,}", failed=self.progress["failed"])
+
+
+def tune_callback(inner: ResultsCallback):
+    """A Ray Tune Callback that forwards to ``inner`` (defined late: importing ray is slow)."""
+    from ray import tune
+
+    class _Forward(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            inner.on_trial_result(trial, result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            inner.on_trial_end(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            err = trial.get_error()
+            inner.on_trial_end(trial, str(err).strip().splitlines()[-1] if err else "trial errored")
+
+    return _Forward()
+
+
+def stop_on_error(inner: ResultsCallback):
+    """A Ray Tune Stopper that stops every trial once ``inner`` could not write."""
+    from ray.tune.stopper import Stopper
+
+    class _StopOnError(Stopper):
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return inner.error is not None
+
+    return _StopOnError()
