@@ -7,8 +7,11 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -51,11 +54,59 @@ def machine(device: str | None = None) -> dict[str, object]:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "versions": {p: metadata.version(p) for p in ("torch", "open_clip_torch", "ray", "numpy")},
+        "versions": {p: _version(p) for p in ("torch", "open_clip_torch", "ray", "numpy")},
     }
     if device and device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # a GPU machine may have torch but not Ray
+        return None
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str, min_seconds: float = 3.0,
+          max_repeats: int = 5) -> tuple[float, int, object]:
+    """Median wall time of ``fn`` over repeats (until ``min_seconds`` or ``max_repeats``)."""
+    times, out = [], None
+    while not times or (sum(times) < min_seconds and len(times) < max_repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times), out
+
+
+def random_task(classes: int, shots: int, size: int | None):
+    """A few-shot task of random ``size`` px RGB images (None: 1 px placeholders never read),
+    named after ImageNet's first ``classes`` classes; train, val and test are the same split."""
+    import numpy as np
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from sweep.data import FewShot, Split
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(classes), shots)
+    if size is None:
+        images = [np.zeros((1, 1), dtype=np.uint8)] * len(labels)
+    else:
+        images = [rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in labels]
+    split = Split(images, labels)
+    return FewShot(dataset="bench", classnames=tuple(IMAGENET_CLASSNAMES[:classes]),
+                   template="a photo of a {}.", shots=shots, seed=0, train=split, val=split,
+                   test=split)
 
 
 def peak_rss_mb() -> float:

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -44,25 +42,14 @@ TOLERANCE = 1e-4
 
 # ---------------------------------------------------------------------- the task
 def _setup(model_name: str, classes: int, device: str, encoded: bool):
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    from sweep.data import FewShot, Split
     from sweep.oracle import load_model
     from sweep.spec import ModelSpec
 
     torch.manual_seed(0)
     model = load_model(ModelSpec(name=model_name), device)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(classes), SHOTS)
-    if encoded:
-        images = [rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8) for _ in labels]
-    else:  # never read: the image features are set directly (see the module docstring)
-        images = [np.zeros((1, 1), dtype=np.uint8)] * len(labels)
-    split = Split(images, labels)
-    names = tuple(IMAGENET_CLASSNAMES[:classes])
-    task = FewShot(dataset="bench", classnames=names, template="a photo of a {}.", shots=SHOTS,
-                   seed=0, train=split, val=split, test=split)
-    return model, task
+    # Without encoding, the images are never read: the image features are set directly
+    # (see the module docstring).
+    return model, common.random_task(classes, SHOTS, 224 if encoded else None)
 
 
 def _prompts(pop: int, model, visual: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -81,24 +68,6 @@ def _injected_features(m: int, dim: int, device: str) -> torch.Tensor:
     return F.normalize(torch.randn(m, dim, generator=g), dim=-1).to(device)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Callable[[], object], device: str, min_seconds: float = 3.0,
-           max_repeats: int = 5) -> tuple[float, int, object]:
-    """Median wall time of ``fn`` over repeats (until ``min_seconds`` or ``max_repeats``)."""
-    times, out = [], None
-    while not times or (sum(times) < min_seconds and len(times) < max_repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times), out
-
-
 # ---------------------------------------------------------------------- the two implementations
 def measure_ours(model, task, pop: int, visual: bool, device: str, encoded: bool) -> dict:
     from sweep.oracle import ClipOracle, PromptLayout
@@ -108,7 +77,7 @@ def measure_ours(model, task, pop: int, visual: bool, device: str, encoded: bool
         oracle._features["train"] = _injected_features(len(task.train), _embed_dim(model), device)
     text, vis = _prompts(pop, model, visual)
     oracle.evaluate(text=text[:1], visual=None if vis is None else vis[:1])  # caches, not timed
-    seconds, repeats, ev = _timed(lambda: oracle.evaluate(text=text, visual=vis), device)
+    seconds, repeats, ev = common.timed(lambda: oracle.evaluate(text=text, visual=vis), device)
     return {"seconds": seconds, "repeats": repeats, "losses": ev.losses.tolist()}
 
 
@@ -177,11 +146,11 @@ def measure_reference(model, task, count: int, visual: bool, device: str, encode
                      else _injected_features(len(task.train), _embed_dim(model), device))
         elif encoded:
             ref.images()  # preprocessing: once, outside the timing
-        _sync(device)
+        common.sync(device)
         t0 = time.perf_counter()
         losses = [ref.loss(fixed if vis_t is None else ref.image_features(vis_t[i:i + 1]), text_t[i:i + 1])
                   for i in range(count)]
-        _sync(device)
+        common.sync(device)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "repeats": 1, "losses": losses}
 
@@ -195,7 +164,7 @@ def measure_efficiency(model, task, pop: int, device: str) -> dict:
     n = 2048
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
-    gemm_s, _, _ = _timed(lambda: torch.mm(a, b), device, min_seconds=2.0, max_repeats=20)
+    gemm_s, _, _ = common.timed(lambda: torch.mm(a, b), device, min_seconds=2.0, max_repeats=20)
     prompted = PromptedCLIP(model.model, model.tokenizer, task.classnames, PromptLayout(n_text=N_TEXT))
     ctx = torch.as_tensor(_prompts(pop, model, False)[0], device=device)
     ref = ReferenceLoop(model, task, device)
@@ -205,7 +174,7 @@ def measure_efficiency(model, task, pop: int, device: str) -> dict:
                          ("reference", lambda: ref.text_features(ctx[:1]))):
             with FlopCounterMode(display=False) as counter:
                 fn()
-            seconds, _, _ = _timed(fn, device)
+            seconds, _, _ = common.timed(fn, device)
             rates[name] = {"flops": counter.get_total_flops(), "seconds": seconds,
                            "gflops_per_s": counter.get_total_flops() / seconds / 1e9}
     gemm = 2 * n**3 / gemm_s / 1e9

@@ -11,17 +11,20 @@ model (``OracleServer``) and hands each trial a ``PooledOracle`` with
 
 from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
 from sweep.oracle.models import (
+    DTYPES,
     EMBEDDED_CONFIG,
     EMBEDDED_WEIGHTS,
     LoadedModel,
     load_model,
     pick_device,
     register_embedded,
+    resolve_precision,
 )
 from sweep.oracle.pool import OraclePool, OracleServer, PooledOracle, PoolError, TaskKey
 from sweep.oracle.prompted import PromptedCLIP, PromptLayout
 
 __all__ = [
+    "DTYPES",
     "EMBEDDED_CONFIG",
     "EMBEDDED_WEIGHTS",
     "ClipOracle",
@@ -38,4 +41,5 @@ __all__ = [
     "load_model",
     "pick_device",
     "register_embedded",
+    "resolve_precision",
 ]

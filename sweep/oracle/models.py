@@ -2,7 +2,8 @@
 
 Weights from a file are always read with ``torch.load(..., weights_only=True)``
 so that a checkpoint cannot execute code. The model is kept in float32; the
-oracle runs it under autocast (float16) on CUDA only.
+oracle runs its image tower under autocast in the model's resolved
+``precision`` (``resolve_precision``) and everything else in float32.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import torch
 from sweep.errors import ModelError
 from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
-__all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "LoadedModel", "load_model", "pick_device",
-           "register_embedded"]
+__all__ = ["DTYPES", "EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "LoadedModel", "load_model",
+           "pick_device", "register_embedded", "resolve_precision"]
 
 _EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
 #: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
 EMBEDDED_CONFIG = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.json"
 EMBEDDED_WEIGHTS = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.pt"
+#: Each precision's torch dtype.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +41,8 @@ class LoadedModel:
     preprocess: Callable[[Any], torch.Tensor]
     tokenizer: Callable[..., torch.Tensor]
     device: torch.device
+    #: the image tower's precision on ``device`` ("fp32", "bf16" or "fp16"), resolved.
+    precision: str = "fp32"
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -48,6 +53,21 @@ def pick_device(requested: str | None = None) -> torch.device:
             raise ModelError(f"device {requested!r} was asked for but CUDA is not available")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(requested: str | None, device: torch.device) -> str:
+    """``requested``, or the device's default: fp32 on a CPU, bf16 on a GPU that supports it, else fp16.
+
+    Raises:
+        ModelError: bf16 was asked for on a GPU without it.
+    """
+    if device.type != "cuda":
+        return requested or "fp32"
+    bf16 = torch.cuda.is_bf16_supported()
+    if requested == "bf16" and not bf16:
+        raise ModelError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} "
+                         "does not support it; use fp16 or fp32")
+    return requested or ("bf16" if bf16 else "fp16")
 
 
 @contextlib.contextmanager
@@ -167,4 +187,5 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
         preprocess=preprocess,
         tokenizer=open_clip.get_tokenizer(spec.name),
         device=dev,
+        precision=resolve_precision(spec.precision, dev),
     )

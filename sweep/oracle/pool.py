@@ -92,6 +92,7 @@ class OracleServer:
             "num_classes": oracle.num_classes,
             "split_sizes": {s: len(getattr(oracle.task, s)) for s in ("val", "test")},
             "device": str(oracle.device),
+            "precision": oracle.precision,
         }
 
     def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,
@@ -272,6 +273,7 @@ class PooledOracle(Metered):
     train_size = property(lambda self: int(self._info["train_size"]))
     num_classes = property(lambda self: int(self._info["num_classes"]))
     device = property(lambda self: self._info["device"])
+    precision = property(lambda self: self._info["precision"])
 
     def initial_text(self) -> np.ndarray:
         return np.array(self._info["initial_text"])

@@ -12,7 +12,7 @@ from sweep.spec.default import DEFAULT_SPEC_TOML
 from sweep.spec.params import DEFAULT_SPACES, Param
 from sweep.spec.parser import load_spec, parse_spec
 from sweep.spec.sections import (
-    EMBEDDED_MODEL, EMBEDDED_SOURCE, METRICS, SAMPLERS, SCHEDULERS, BudgetSection,
+    EMBEDDED_MODEL, EMBEDDED_SOURCE, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, BudgetSection,
     DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection, SweepSpec,
 )
 from sweep.spec.spaces import (
@@ -26,6 +26,7 @@ __all__ = [
     "EMBEDDED_SOURCE",
     "METRICS",
     "OVERRIDE_KEYS",
+    "PRECISIONS",
     "SAMPLERS",
     "SCHEDULERS",
     "BudgetSection",

@@ -43,6 +43,7 @@ from sweep.spec.sections import (
     EMBEDDED_MODEL,
     EMBEDDED_SOURCE,
     METRICS,
+    PRECISIONS,
     SAMPLERS,
     SCHEDULERS,
     BudgetSection,
@@ -300,6 +301,8 @@ class _Parser:
         name = self.str_(table, "model", "name", EMBEDDED_MODEL)
         pretrained = self.str_(table, "model", "pretrained", "") or None
         checkpoint = self.value(table, "model", "checkpoint", None)
+        precision = (self.str_(table, "model", "precision", choices=PRECISIONS, what="precision")
+                     if "precision" in table else None)
         embedded = name == EMBEDDED_MODEL
         hub = name.startswith("hf-hub:")
         if not embedded and not hub:
@@ -326,7 +329,8 @@ class _Parser:
             if self.check_paths and not path.is_file():
                 self.fail("model.checkpoint", f"{path} does not exist or is not a file")
             checkpoint = str(path)
-        return ModelSpec(name=name, pretrained=pretrained, checkpoint=checkpoint)
+        return ModelSpec(name=name, pretrained=pretrained, checkpoint=checkpoint,
+                         precision=precision)
 
     def data(self, data: Mapping[str, Any]) -> DataSection:
         table = self.table(data, "", "data", _toml_keys(DataSection))

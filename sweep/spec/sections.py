@@ -19,6 +19,7 @@ __all__ = [
     "EMBEDDED_MODEL",
     "EMBEDDED_SOURCE",
     "METRICS",
+    "PRECISIONS",
     "SAMPLERS",
     "SCHEDULERS",
     "BudgetSection",
@@ -30,6 +31,9 @@ __all__ = [
     "SweepSpec",
 ]
 
+#: The towers' precisions ``[model] precision`` takes (sweep.oracle.clip_oracle explains
+#: what each does to the oracle's guarantees).
+PRECISIONS = ("fp32", "bf16", "fp16")
 #: The tiny CLIP that ships with the package (``python -m sweep.pretrain_tiny`` trains it;
 #: its config and weights are in sweep/embedded/).
 EMBEDDED_MODEL = "promptsweep-tiny"
@@ -59,8 +63,15 @@ class ModelSpec:
     #: open_clip does not ship; registered in every process that loads the model.
     #: Not a TOML key (tests and benchmarks use it).
     config: str | None = None
+    #: the image tower's precision: "fp32", "bf16" or "fp16" (``PRECISIONS``); None: fp32 on
+    #: a CPU, on a GPU bf16 where it supports it, else fp16. The text tower, the logits and
+    #: the losses are computed in fp32 whatever it is.
+    precision: str | None = None
 
     def __post_init__(self) -> None:
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ModelError(f"model {self.name!r}: precision must be one of "
+                             f"{', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.pretrained and self.checkpoint:
             raise ModelError(
                 f"model {self.name!r}: give a pretrained tag or a checkpoint, not both "

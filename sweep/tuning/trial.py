@@ -84,8 +84,8 @@ def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, seed)
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
     run = assemble(setting.method, config, oracle, seed)
-    return (iter_run(run.method, run.objective, run.scorer, setting.checkpoints), str(oracle.device),
-            run.objective)
+    device = f"{oracle.device} ({oracle.precision})"
+    return iter_run(run.method, run.objective, run.scorer, setting.checkpoints), device, run.objective
 
 
 def run_setting(setting: TrialSetting, pool: OraclePool | None = None
