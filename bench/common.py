@@ -109,6 +109,24 @@ def random_task(classes: int, shots: int, size: int | None):
                    test=split)
 
 
+def child(module: str, job: dict, cwd: Path | None = None) -> dict:
+    """``python -m <module> --measure <job>`` in a fresh process (its own peak memory and
+    imports, from ``cwd``), and the JSON it prints last (``answer_child``)."""
+    out = subprocess.run([sys.executable, "-m", module, "--measure", json.dumps(job)], cwd=cwd,
+                         stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"measurement {job} failed with exit status {out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def answer_child(job: str | None, measure: Callable[[dict], dict]) -> bool:
+    """In a process ``child`` started: run ``measure`` on its job and print the result."""
+    if job is None:
+        return False
+    print(json.dumps(measure(json.loads(job))))
+    return True
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,7 +73,8 @@ def measure_ours(model, task, pop: int, visual: bool, device: str, encoded: bool
 
     oracle = ClipOracle(model, task, PromptLayout(n_text=N_TEXT, n_visual=N_VISUAL if visual else 0))
     if not encoded:
-        oracle._features["train"] = _injected_features(len(task.train), _embed_dim(model), device)
+        oracle.images.set_features(task.train, _injected_features(len(task.train), _embed_dim(model),
+                                                                  device))
     text, vis = _prompts(pop, model, visual)
     oracle.evaluate(text=text[:1], visual=None if vis is None else vis[:1])  # caches, not timed
     seconds, repeats, ev = common.timed(lambda: oracle.evaluate(text=text, visual=vis), device)
@@ -222,14 +222,6 @@ def plan(only: str | None) -> list[dict]:
     return [dict(impl=i, visual=v, classes=c, pop=p) for part in chosen for (i, v, c, p) in part]
 
 
-def _run_child(spec: dict) -> dict:
-    cmd = [sys.executable, "-m", "bench.oracle", "--measure", json.dumps(spec)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"measurement {spec} failed with exit status {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def summarise(rows: list[dict]) -> dict:
     def find(impl, visual, classes, pop=None):
         for r in rows:
@@ -282,15 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="result file (default bench/results/oracle[-cuda].json)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.measure:
-        print(json.dumps(run_measurement(json.loads(args.measure))))
+    if common.answer_child(args.measure, run_measurement):
         return 0
     rows = []
     for spec in plan(args.only):
         spec.update(device=args.device, model=args.model, threads=args.threads)
         print(f"measuring {spec['impl']} {'text+visual' if spec['visual'] else 'text'} "
               f"{spec['classes']} classes x {spec['pop']} candidates ...", file=sys.stderr, flush=True)
-        rows.append(_run_child(spec))
+        rows.append(common.child("bench.oracle", spec))
     summary = summarise(rows)
     print(_table(rows))
     print(json.dumps(summary, indent=2))

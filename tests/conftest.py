@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Decoded images go to a folder of this test session, not the user's cache: the
+# environment reaches every Ray worker the session starts.
+os.environ["PROMPTSWEEP_CACHE"] = tempfile.mkdtemp(prefix="promptsweep-test-pixels-")
 
 import numpy as np
 import pytest

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from sweep.budget import UNITS, BudgetSpec, QueryCounts
 from sweep.errors import BudgetExceededError, ConfigError, ModelError
-from sweep.oracle import ClipOracle, PromptedCLIP, PromptLayout, load_model
+from sweep.data import PixelCache
+from sweep.oracle import ClipOracle, DeviceCache, ImageStore, PromptedCLIP, PromptLayout, load_model
 from sweep.spec import ModelSpec
 
 TOL = 1e-5
@@ -27,8 +28,9 @@ def reference_text_features(model, tokenizer, classnames, ctx: torch.Tensor) -> 
     return F.normalize(x @ model.text_projection, dim=-1)
 
 
-def images_of(oracle: ClipOracle, split: str = "train") -> torch.Tensor:
-    return next(oracle._image_batches(split))
+def images_of(oracle: ClipOracle) -> torch.Tensor:
+    """The model's inputs for the oracle's training images."""
+    return torch.cat(list(oracle.images.batches(oracle.task.train)))
 
 
 def test_context_of_real_words_equals_encode_text(tiny_vit, task):
@@ -233,9 +235,11 @@ def test_evaluation_channel_never_touches_the_budget(tiny_vit, task):
         oracle.evaluate_split("train", text=text, visual=visual)
 
 
-def test_streamed_split_equals_cached_split(tiny_vit, task):
+def test_streamed_split_equals_cached_split(tiny_vit, task, tmp_path):
     cached = ClipOracle(tiny_vit, task, PromptLayout(n_text=2, n_visual=2))
-    streamed = ClipOracle(tiny_vit, task, PromptLayout(n_text=2, n_visual=2), max_cached_images=2)
+    nothing_kept = ImageStore(tiny_vit, PixelCache(tmp_path, tiny_vit.pixels[0]), DeviceCache(0),
+                              batch=2)  # the 9 test images in 5 batches
+    streamed = ClipOracle(tiny_vit, task, PromptLayout(n_text=2, n_visual=2), images=nothing_kept)
     text, visual = _random_prompts(cached, 2, seed=11)
     a = cached.evaluate_split("test", text=text, visual=visual)
     b = streamed.evaluate_split("test", text=text, visual=visual)

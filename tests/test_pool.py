@@ -95,3 +95,16 @@ def test_an_actor_that_dies_is_replaced_and_its_work_resubmitted(pool, local):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert ray.get(pool.actors[1].pid.remote()) != before
     assert pooled.used.candidate_evals == 4  # counted once, whatever the retries
+
+
+def test_actors_report_what_they_hold_on_their_device(pool, local):
+    import ray
+
+    pooled = pool.oracle(KEY, LAYOUT)
+    text, visual = _prompts(local, 2)
+    pooled.evaluate(text=text, visual=visual)
+    pooled.evaluate_split("test", text=text[:1], visual=visual[:1])
+    for report in ray.get([a.memory.remote() for a in pool.actors]):
+        assert report["budget"] == 2 << 30  # the CPU's default
+        # Patch embeddings of the training and test images (visual prompts), within budget.
+        assert 0 < report["patch_embeddings"] <= report["budget"]

@@ -16,11 +16,20 @@ from sweep.data.digits import (
     load_pretraining_digits,
 )
 from sweep.data.folders import IMAGE_EXTENSIONS, load_class_folders
+from sweep.data.pixels import (
+    CACHE_ENV,
+    DEFAULT_CACHE,
+    PixelCache,
+    Preprocessing,
+    node_cache_folder,
+)
 from sweep.data.splits import SHOTS, Dataset, FewShot, Split, few_shot
 
 __all__ = [
+    "CACHE_ENV",
     "COOP_DATASETS",
     "DATASETS",
+    "DEFAULT_CACHE",
     "DIGITS_TEMPLATE",
     "DIGIT_CLASSNAMES",
     "IMAGE_EXTENSIONS",
@@ -29,6 +38,8 @@ __all__ = [
     "Dataset",
     "DatasetEntry",
     "FewShot",
+    "PixelCache",
+    "Preprocessing",
     "Split",
     "digits_split_indices",
     "few_shot",
@@ -37,4 +48,5 @@ __all__ = [
     "load_dataset",
     "load_digits_task",
     "load_pretraining_digits",
+    "node_cache_folder",
 ]

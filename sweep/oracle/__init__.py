@@ -10,6 +10,7 @@ model (``OracleServer``) and hands each trial a ``PooledOracle`` with
 """
 
 from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
+from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
 from sweep.oracle.models import (
     DTYPES,
     EMBEDDED_CONFIG,
@@ -19,6 +20,7 @@ from sweep.oracle.models import (
     pick_device,
     register_embedded,
     resolve_precision,
+    split_transform,
 )
 from sweep.oracle.pool import OraclePool, OracleServer, PooledOracle, PoolError, TaskKey
 from sweep.oracle.prompted import PromptedCLIP, PromptLayout
@@ -28,6 +30,8 @@ __all__ = [
     "EMBEDDED_CONFIG",
     "EMBEDDED_WEIGHTS",
     "ClipOracle",
+    "DeviceCache",
+    "ImageStore",
     "LoadedModel",
     "OraclePool",
     "OracleServer",
@@ -38,8 +42,10 @@ __all__ = [
     "TaskKey",
     "check_subset",
     "count_candidates",
+    "default_cache_bytes",
     "load_model",
     "pick_device",
     "register_embedded",
     "resolve_precision",
+    "split_transform",
 ]

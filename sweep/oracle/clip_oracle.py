@@ -18,6 +18,10 @@ and for white-box CoOp as an upper bound.
 Prompts cross this boundary as arrays of shape (n, *text_shape) and
 (n, *visual_shape), one row per candidate (numpy or torch).
 
+Images come from an ``ImageStore`` (``sweep.oracle.images``): decoded once per
+node, and their prompt-free features or patch embeddings kept on the device
+under a budget shared by every oracle of the process.
+
 Precision. The image tower runs in the model's ``precision`` (fp32, or bf16 /
 fp16 autocast); the text tower, the logits and the losses always run in fp32,
 from features upcast to fp32 and normalised there. The text tower stays in
@@ -50,8 +54,9 @@ import torch.nn.functional as F
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec, Metered, QueryMeter
-from sweep.data import FewShot, Split
+from sweep.data import FewShot, PixelCache, Split
 from sweep.errors import ConfigError, ModelError
+from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
 from sweep.oracle.models import DTYPES, LoadedModel
 from sweep.oracle.prompted import PromptedCLIP, PromptLayout
 
@@ -140,15 +145,17 @@ class ClipOracle(Metered):
         glass_box: allow ``gradient`` (true gradients through autograd).
         max_batch_tokens: tokens per transformer forward; bounds memory (2**14 tokens: about
             0.6 GB of activations in a ViT-B image tower, with no loss of speed on a CPU).
-        max_cached_images: a split larger than this is streamed from disk, not held.
         max_logits: logits (candidates x images x classes) computed at once; bounds
             memory (2**24 floats: 64 MB).
+        images: where the images come from and what of them is kept on the device,
+            shared by the oracles of a process (an actor's); default: a private store
+            on the node's pixel folder with the device's default budget.
     """
 
     def __init__(self, model: LoadedModel, task: FewShot, layout: PromptLayout,
                  budget: BudgetSpec | None = None, *, glass_box: bool = False,
-                 max_batch_tokens: int = 1 << 14, max_cached_images: int = 4096,
-                 max_logits: int = 1 << 24) -> None:
+                 max_batch_tokens: int = 1 << 14, max_logits: int = 1 << 24,
+                 images: ImageStore | None = None) -> None:
         self.model = model
         self.task = task
         self.layout = layout
@@ -157,13 +164,13 @@ class ClipOracle(Metered):
         self.device = model.device
         #: the image tower's precision ("fp32", "bf16", "fp16"); the rest is always fp32.
         self.precision = model.precision
-        self.max_cached_images = max_cached_images
+        if images is None:
+            images = ImageStore(model, PixelCache(None, model.pixels[0]),
+                                DeviceCache(default_cache_bytes(model.device)))
+        self.images = images
         self.max_logits = max_logits
         self.prompted = PromptedCLIP(model.model, model.tokenizer, task.classnames, layout,
                                      max_batch_tokens=max_batch_tokens)
-        self._images: dict[str, torch.Tensor] = {}
-        self._features: dict[str, torch.Tensor] = {}
-        self._patches: dict[str, torch.Tensor] = {}
         self._labels = {
             name: torch.as_tensor(split.labels, device=self.device)
             for name, split in (("train", task.train), ("val", task.val), ("test", task.test))
@@ -206,7 +213,8 @@ class ClipOracle(Metered):
                 conv = self.model.model.visual.conv1.weight
                 stats.update(patch_weight_mean=float(conv.mean()), patch_weight_std=float(conv.std()),
                              patch_fan_in=int(conv[0].numel()))
-                images = next(self._image_batches("train"))
+                # the first batch of training images (all of them, up to 256)
+                images = next(self.images.batches(self.task.train))
                 stats["visual_hidden_std"] = tuple(
                     _clipped_std(h) for h in prompted.visual_hidden_states(images))
         return stats
@@ -247,23 +255,6 @@ class ClipOracle(Metered):
     def _split(self, name: str) -> Split:
         return {"train": self.task.train, "val": self.task.val, "test": self.task.test}[name]
 
-    def _image_batches(self, name: str, indices: np.ndarray | None = None):
-        """Preprocessed images of a split, in chunks; held in memory when the split is small."""
-        split = self._split(name)
-        if name in self._images or len(split) <= self.max_cached_images:
-            if name not in self._images:
-                self._images[name] = self._preprocess(split, range(len(split)))
-            images = self._images[name]
-            yield images if indices is None else images[torch.as_tensor(indices, device=self.device)]
-            return
-        order = np.arange(len(split)) if indices is None else indices
-        for start in range(0, len(order), 256):
-            yield self._preprocess(split, order[start:start + 256])
-
-    def _preprocess(self, split: Split, indices) -> torch.Tensor:
-        pre = self.model.preprocess
-        return torch.stack([pre(split.load(int(i))) for i in indices]).to(self.device)
-
     # --------------------------------------------------------------- features
     def _text_feats(self, text: torch.Tensor | None, n: int) -> torch.Tensor:
         if text is None:  # no context tokens: the plain "{class}." prompts, same for all
@@ -278,31 +269,21 @@ class ClipOracle(Metered):
 
     def _image_tower(self, name: str, visual: torch.Tensor | None,
                      indices: np.ndarray | None) -> torch.Tensor:
+        split, prompted = self._split(name), self.prompted
+        idx = None if indices is None else torch.as_tensor(indices, device=self.device)
         if visual is None:
-            if name not in self._features:
-                with torch.no_grad():
-                    self._features[name] = torch.cat(
-                        [self.prompted.image_features(b) for b in self._image_batches(name)]
-                    ).float()
-            feats = self._features[name]
-            if indices is not None:
-                feats = feats[torch.as_tensor(indices, device=self.device)]
-            return feats[None]
-        split = self._split(name)
-        if name in self._patches or len(split) <= self.max_cached_images:
-            if name not in self._patches:
-                with torch.no_grad():
-                    self._patches[name] = torch.cat(
-                        [self.prompted.patch_embeddings(b) for b in self._image_batches(name)]
-                    )
-            patches = self._patches[name]
-            if indices is not None:
-                patches = patches[torch.as_tensor(indices, device=self.device)]
-            return self.prompted.prompted_image_features(patches, visual)
-        return torch.cat([
-            self.prompted.prompted_image_features(self.prompted.patch_embeddings(b), visual)
-            for b in self._image_batches(name, indices)
-        ], dim=1)
+            feats = self.images.features(prompted.image_features, split, prompted.embed_dim)
+            return (feats if idx is None else feats[idx])[None]
+        patches = self.images.patches(prompted.patch_embeddings, split, self._patch_bytes())
+        if patches is not None:
+            return prompted.prompted_image_features(patches if idx is None else patches[idx], visual)
+        return torch.cat([prompted.prompted_image_features(prompted.patch_embeddings(b), visual)
+                          for b in self.images.batches(split, indices)], dim=1)
+
+    def _patch_bytes(self) -> int:
+        """Bytes of one image's patch embeddings in the image tower's precision."""
+        tokens = int(self.model.model.visual.positional_embedding.shape[0])
+        return tokens * self.prompted.visual_width * DTYPES[self.precision].itemsize
 
     def _score(self, name: str, text, visual, indices, features: bool,
                grad: bool = False) -> tuple[Evaluation, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import Any, Callable
 
 import torch
 
+from sweep.data import Preprocessing
 from sweep.errors import ModelError
 from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
 __all__ = ["DTYPES", "EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "LoadedModel", "load_model",
-           "pick_device", "register_embedded", "resolve_precision"]
+           "pick_device", "register_embedded", "resolve_precision", "split_transform"]
 
 _EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
 #: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
@@ -38,11 +40,41 @@ class LoadedModel:
 
     spec: ModelSpec
     model: torch.nn.Module
+    #: open_clip's whole image transform: a PIL image -> a normalised tensor.
     preprocess: Callable[[Any], torch.Tensor]
     tokenizer: Callable[..., torch.Tensor]
     device: torch.device
     #: the image tower's precision on ``device`` ("fp32", "bf16" or "fp16"), resolved.
     precision: str = "fp32"
+
+    @functools.cached_property
+    def pixels(self) -> tuple[Preprocessing, tuple[float, ...], tuple[float, ...]]:
+        """``preprocess`` cut in two: the host side up to uint8 pixels, and the mean and std
+        that normalise them on the device (``split_transform``)."""
+        return split_transform(self.preprocess)
+
+
+def split_transform(preprocess: Any) -> tuple[Preprocessing, tuple[float, ...], tuple[float, ...]]:
+    """An open_clip eval transform (resize, crop, RGB, to tensor, normalise) as its host side
+    (PIL image -> uint8 pixels) and the normalisation's mean and std.
+
+    ``to tensor`` divides uint8 by 255; done on the device with the same operations in the
+    same order, the two halves give the whole transform's tensor bit for bit.
+
+    Raises:
+        ModelError: the transform is not of that shape.
+    """
+    from torchvision import transforms
+
+    steps = list(getattr(preprocess, "transforms", ()))
+    cut = next((i for i, t in enumerate(steps) if isinstance(t, transforms.ToTensor)), None)
+    if cut is None or len(steps) != cut + 2 or not isinstance(steps[-1], transforms.Normalize):
+        raise ModelError(f"the model's image transform is not resize/crop, to tensor, normalise: "
+                         f"{preprocess!r}")
+    host = transforms.Compose(steps[:cut])
+    normalise = steps[-1]
+    return (Preprocessing(host, repr(host)), tuple(map(float, normalise.mean)),
+            tuple(map(float, normalise.std)))
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -33,10 +33,11 @@ import numpy as np
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec, Metered, QueryMeter
-from sweep.data import few_shot, load_dataset
+from sweep.data import PixelCache, few_shot, load_dataset
 from sweep.errors import ConfigError, ModelError, PromptTuningError
 from sweep.keeper import ActorKeeper
 from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
+from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
 from sweep.oracle.models import load_model
 from sweep.oracle.prompted import PromptLayout
 from sweep.spec import ModelSpec
@@ -59,14 +60,28 @@ class TaskKey:
 
 
 class OracleServer:
-    """The body of an oracle actor: one model, an oracle per (task, layout), no budget."""
+    """The body of an oracle actor: one model, an oracle per (task, layout), no budget.
 
-    def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None) -> None:
+    Args:
+        model_spec: the model to load.
+        device: "cuda" or "cpu" (None: CUDA when available).
+        threads: torch threads (None: torch's default).
+        pixel_folder: the node's folder of decoded images (``sweep.data.PixelCache``;
+            None: the node's default).
+        cache_bytes: the budget of what the actor keeps on its device (image features,
+            patch embeddings), shared by all its oracles (None: the device's default).
+    """
+
+    def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None,
+                 pixel_folder: str | None = None, cache_bytes: int | None = None) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model_spec, device)
+        budget = default_cache_bytes(self.model.device) if cache_bytes is None else cache_bytes
+        self.images = ImageStore(self.model, PixelCache(pixel_folder, self.model.pixels[0]),
+                                 DeviceCache(budget))
         self._datasets: dict[tuple[str, str | None], Any] = {}
         self._oracles: dict[tuple[TaskKey, PromptLayout], ClipOracle] = {}
 
@@ -77,7 +92,8 @@ class OracleServer:
             if ds_key not in self._datasets:
                 self._datasets[ds_key] = load_dataset(key.dataset, key.data_root)
             task = few_shot(self._datasets[ds_key], key.shots, key.seed)
-            oracle = self._oracles[(key, layout)] = ClipOracle(self.model, task, layout, BudgetSpec())
+            oracle = self._oracles[(key, layout)] = ClipOracle(self.model, task, layout, BudgetSpec(),
+                                                               images=self.images)
         return oracle
 
     def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
@@ -111,6 +127,11 @@ class OracleServer:
     def pid(self) -> int:
         return os.getpid()
 
+    def memory(self) -> dict[str, int]:
+        """Bytes this actor keeps on its device, per kind of entry, with the budget; images
+        decoded here."""
+        return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded}
+
 
 def _concat(parts: list[Evaluation], features: bool) -> Evaluation:
     """One Evaluation from the per-actor pieces of a batch, in candidate order."""
@@ -141,12 +162,16 @@ class OraclePool:
         max_restarts: how often Ray may restart one actor before the keeper replaces it.
         max_task_retries: how often a request lost with its actor is resubmitted.
         server: the actors' class (``OracleServer`` or a subclass).
+        pixel_folder: each node's folder of decoded images (``~`` is each node's home;
+            None: each node's default, ``sweep.data.node_cache_folder``).
+        cache_bytes: each actor's device-cache budget (None: its device's default).
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
                  cpus_per_actor: float = 0, threads_per_actor: int | None = None,
                  max_restarts: int = 3, max_task_retries: int = 3,
-                 server: type = OracleServer) -> None:
+                 server: type = OracleServer, pixel_folder: str | None = None,
+                 cache_bytes: int | None = None) -> None:
         import ray
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -157,7 +182,8 @@ class OraclePool:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
         options = dict(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
                        max_restarts=max_restarts, max_task_retries=max_task_retries)
-        args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor)
+        args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor, pixel_folder,
+                cache_bytes)
         self.model_spec = model_spec
         self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
         remote = ray.remote(server).options(**options)

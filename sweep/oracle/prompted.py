@@ -121,6 +121,10 @@ class PromptedCLIP:
         self._pool = pool
         self._eos_id = getattr(text, "text_eos_id", getattr(text, "eos_id", None))
         self.text_width = text.token_embedding.weight.shape[1]
+        proj = text.text_projection
+        #: D, the dimension of the text and image features.
+        self.embed_dim = (self.text_width if proj is None else
+                          proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1])
         self.text_layers = len(text.transformer.resblocks)
         self.device = text.token_embedding.weight.device
 

@@ -362,8 +362,12 @@ class _Parser:
         seeds = self.array(table, "data", "seeds", defaults.seeds)
         for item in seeds:
             self.check_int(item, "data.seeds", low=0, high=_SEED_LIMIT - 1)
+        cache = None
+        if "cache" in table:  # "~" stays: each node expands it to its own home
+            raw = self.str_(table, "data", "cache")
+            cache = raw if raw.startswith("~") else str(self.path(raw, "data.cache"))
         return DataSection(datasets=tuple(datasets), root=None if root is None else str(root),
-                           shots=tuple(shots), seeds=tuple(seeds))
+                           shots=tuple(shots), seeds=tuple(seeds), cache=cache)
 
     def budget(self, table: Mapping[str, Any], prefix: str, defaults: BudgetSection,
                *, full: bool) -> BudgetSection:
@@ -409,6 +413,8 @@ class _Parser:
                                        low=0.0),
             cpus_per_actor=self.float_(table, "resources", "cpus_per_actor", d.cpus_per_actor,
                                        low=0.0),
+            cache_gb=(self.float_(table, "resources", "cache_gb", above=0.0)
+                      if "cache_gb" in table else None),
         )
 
     def methods(self, data: Mapping[str, Any], search: SearchSection,

@@ -100,6 +100,10 @@ class DataSection:
     shots: tuple[int, ...] = (16,)
     #: seeds of the few-shot draw and of the method, each in [0, 2**32).
     seeds: tuple[int, ...] = (1,)
+    #: the node-local folder of decoded images (``sweep.data.PixelCache``), absolute or
+    #: starting with "~" (each node's home); None: each node's default
+    #: (``$PROMPTSWEEP_CACHE``, else ~/.cache/promptsweep/pixels).
+    cache: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +164,13 @@ class ResourcesSection:
     #: CPUs per oracle actor, >= 0; 0 lets trials use every CPU of a small machine
     #: (trials and actors that each hold 1 of 2 CPUs wait for each other forever).
     cpus_per_actor: float = 0.0
+    #: GiB each oracle actor may keep on its device (image features, patch embeddings),
+    #: > 0; None: 40% of a GPU's memory, 2 GiB on a CPU.
+    cache_gb: float | None = None
+
+    @property
+    def cache_bytes(self) -> int | None:
+        return None if self.cache_gb is None else int(self.cache_gb * 2**30)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -70,7 +70,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
     if plan.groups:
-        check_inputs(spec)  # before anything is removed, written or started
+        check_inputs(spec, progress)  # before anything is removed, written or started
     if resume and plan.state is not None:
         print(plan.state.summary())
         remove_incomplete(plan.results_dir, plan.state.incomplete)
@@ -81,7 +81,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     start_ray(address)
     pool = OraclePool(spec.model, spec.resources.actors,
                       gpus_per_actor=spec.resources.gpus_per_actor,
-                      cpus_per_actor=spec.resources.cpus_per_actor)
+                      cpus_per_actor=spec.resources.cpus_per_actor,
+                      pixel_folder=spec.data.cache, cache_bytes=spec.resources.cache_bytes)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
     try:
