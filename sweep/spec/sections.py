@@ -16,19 +16,9 @@ from sweep.errors import ConfigError, ModelError
 from sweep.spec.spaces import MethodSpace
 
 __all__ = [
-    "EMBEDDED_MODEL",
-    "EMBEDDED_SOURCE",
-    "METRICS",
-    "PRECISIONS",
-    "SAMPLERS",
-    "SCHEDULERS",
-    "BudgetSection",
-    "DataSection",
-    "MethodSection",
-    "ModelSpec",
-    "ResourcesSection",
-    "SearchSection",
-    "SweepSpec",
+    "EMBEDDED_MODEL", "EMBEDDED_SOURCE", "METRICS", "PRECISIONS", "SAMPLERS", "SCHEDULERS",
+    "BudgetSection", "DataSection", "MethodSection", "ModelSpec", "ResourcesSection",
+    "SearchSection", "SweepSpec",
 ]
 
 #: The towers' precisions ``[model] precision`` takes (sweep.oracle.clip_oracle explains
