@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sweep.data import PixelCache, Split, few_shot, load_dataset
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, DataError
 from sweep.oracle import ClipOracle, DeviceCache, ImageStore, OracleServer, PromptLayout, TaskKey
 from sweep.spec import ModelSpec, parse_spec
 from sweep.tuning import check_inputs
@@ -183,3 +183,10 @@ def test_the_cache_settings_of_a_specification(tmp_path):
     assert relative.data.cache == str(tmp_path / "pixels") and relative.resources.cache_bytes is None
     with pytest.raises(ConfigError, match="resources.cache_gb: must be > 0.0; got 0"):
         parse_spec(toml.format("x") + "[resources]\ncache_gb = 0\n", "c.toml", base_dir=tmp_path)
+
+
+def test_a_cache_folder_that_cannot_be_created_is_a_clear_error(tiny_vit, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot create the folder of decoded images .*; set "
+                                        r"\[data\] cache or \$PROMPTSWEEP_CACHE"):
+        PixelCache(tmp_path / "file" / "cache", tiny_vit.pixels[0])

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from sweep.data.splits import ImageRef, Split
+from sweep.errors import DataError
 
 __all__ = ["CACHE_ENV", "DEFAULT_CACHE", "PixelCache", "Preprocessing", "node_cache_folder"]
 
@@ -119,11 +120,17 @@ class PixelCache:
         base = node_cache_folder() if folder is None else Path(folder).expanduser()
         prep = hashlib.sha256(preprocessing.key.encode()).hexdigest()[:16]
         self.folder = base / prep
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the folder of decoded images {self.folder}: "
+                            f"{exc.strerror or exc}; set [data] cache or ${CACHE_ENV} to a "
+                            "writable node-local folder") from exc
         #: images this object decoded (not found in the folder): what "decode once" counts.
         self.decoded = 0
         self._lock = threading.Lock()
         self._paths: weakref.WeakKeyDictionary[Split, list[Path]] = weakref.WeakKeyDictionary()
+        self._ids: weakref.WeakKeyDictionary[Split, str] = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ entries
     def _entries(self, split: Split) -> list[Path]:
@@ -139,19 +146,30 @@ class PixelCache:
 
     def identity(self, split: Split) -> str:
         """One digest for the images of ``split`` in order: equal splits share device caches."""
-        h = hashlib.sha256()
-        for path in self._entries(split):
-            h.update(path.name.encode())
-        return h.hexdigest()
+        digest = self._ids.get(split)
+        if digest is None:
+            h = hashlib.sha256()
+            for path in self._entries(split):
+                h.update(path.name.encode())
+            digest = self._ids[split] = h.hexdigest()
+        return digest
 
     def _decode(self, split: Split, i: int, path: Path) -> np.ndarray:
         pixels = self.preprocessing(split.load(i))  # DataError naming an unreadable file
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise DataError(f"cannot write decoded images to {self.folder}: "
+                            f"{exc.strerror or exc}") from exc
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, pixels)
             os.replace(tmp, path)
+        except OSError as exc:  # a full disk: the request fails, no half file is left
+            Path(tmp).unlink(missing_ok=True)
+            raise DataError(f"cannot write decoded images to {self.folder}: "
+                            f"{exc.strerror or exc}") from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
