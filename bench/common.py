@@ -127,6 +127,16 @@ def answer_child(job: str | None, measure: Callable[[dict], dict]) -> bool:
     return True
 
 
+def export_commit(rev: str, folder: Path) -> Path:
+    """Commit ``rev``'s sweep/ and methods/ in ``folder``, beside this tree's bench/: run a
+    command there (``cwd``) to measure that commit's code with today's benchmark."""
+    archive = subprocess.run(["git", "archive", rev, "sweep", "methods"], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "bench").symlink_to(ROOT / "bench")
+    return folder
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

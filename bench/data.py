@@ -39,7 +39,6 @@ import inspect
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -216,15 +215,6 @@ def measure(job: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- the driver
-def _baseline(rev: str, folder: Path) -> Path:
-    """The baseline commit's sweep/ and methods/ beside this tree's bench/, in ``folder``."""
-    archive = subprocess.run(["git", "archive", rev, "sweep", "methods"], cwd=common.ROOT,
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    (folder / "bench").symlink_to(common.ROOT / "bench")
-    return folder
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="a659ef0",
@@ -248,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             _coop_dataset(small, name, 10, 300, (64, 48), seed=2 + i)
         print(f"data written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         config = str(_model_config(tmp))
-        codes = {"before": _baseline(args.baseline, Path(tempfile.mkdtemp(dir=tmp))),
+        codes = {"before": common.export_commit(args.baseline, Path(tempfile.mkdtemp(dir=tmp))),
                  "after": common.ROOT}
         result: dict = {"before": {}, "after": {}}
         for label, code in codes.items():

@@ -2,6 +2,7 @@
 
     python -m bench.sweep            # the embedded default sweep (python -m sweep.launch)
     python -m bench.sweep --soak     # 200 short trials: does memory grow?
+    python -m bench.sweep --groups   # 4 groups x 3 settings at concurrency 2: are the slots busy?
 
 The sweep runs as ``python -m sweep.launch`` in a child process, into a
 temporary results folder; its process tree (the driver, Ray's own processes,
@@ -9,6 +10,13 @@ the oracle actors and the trial workers, told apart by the process titles Ray
 sets) is sampled every half second from /proc. Start and end are the samples
 at which the first and the last trial's part file had appeared. Figures go to
 ``bench/results/sweep.json`` and ``bench/results/soak.json``.
+
+``--groups`` runs ``GROUPS_SPEC`` (2 methods x 2 shot counts, 3 settings each,
+one seed, concurrency 2) with this tree's code and with a baseline commit's
+(``--baseline``, exported to a temporary folder), one after the other, and
+reports each run's span (first trial's start to last trial's end) and the
+slots' utilisation: the sum of the trials' wall times over concurrency x span.
+Figures go to ``bench/results/groups.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +54,35 @@ seed = 0
 [resources]
 concurrency = 2
 actors = 2
+"""
+
+
+GROUPS_SPEC = """\
+name = "groups"
+description = "4 groups x 3 settings at concurrency 2, one seed: slot utilisation"
+
+[data]
+datasets = ["digits"]
+shots = [4, 16]
+seeds = [1]
+
+[budget]
+limit = 240
+
+[search]
+methods = ["bbt", "bpt-vlm"]
+samples = 3
+seed = 0
+
+[resources]
+concurrency = 2
+actors = 1
+
+[methods.bbt]
+params = { popsize = 10, intrinsic_dim_text = 50 }
+
+[methods.bpt-vlm]
+params = { popsize = 10, intrinsic_dim_text = 50, intrinsic_dim_visual = 50 }
 """
 
 
@@ -92,11 +129,12 @@ def _trial_rows(results: Path) -> int:
     return sum(ds.dataset(d, format="parquet").count_rows() for d in results.glob("*/trials"))
 
 
-def run(argv: list[str], results: Path) -> dict:
-    """Run ``python -m sweep.launch argv``, sampling memory; return wall time and memory figures."""
+def run(argv: list[str], results: Path, cwd: Path | None = None) -> dict:
+    """Run ``python -m sweep.launch argv`` (in ``cwd``: that folder's sweep/), sampling memory;
+    return wall time and memory figures."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "sweep.launch", *argv, "--results", str(results),
-                             "--quiet"])
+                             "--quiet"], cwd=cwd)
     roles: dict[int, str] = {}
     series: dict[int, list[tuple[float, float, int]]] = {}  # pid -> (time, MB, trials done)
     total_peak = 0.0
@@ -130,11 +168,52 @@ def run(argv: list[str], results: Path) -> dict:
             "trial_workers": len([p for p in processes if p["role"] == "trial worker"])}
 
 
+def utilisation(results: Path, concurrency: int) -> dict:
+    """The span of a finished sweep and how busy its trial slots were."""
+    import pandas as pd
+
+    trials = pd.read_parquet(results / "trials")
+    start = trials["started_at"].astype("int64").to_numpy() / 1e9
+    end = start + trials["wall_s"].to_numpy()
+    span = float(end.max() - start.min())
+    busy = float(trials["wall_s"].sum())
+    return {"trials": len(trials), "span_s": span, "trial_wall_s": busy,
+            "utilisation": busy / (concurrency * span)}
+
+
+def groups(baseline: str, tmp: Path) -> dict:
+    spec = tmp / "groups.toml"
+    spec.write_text(GROUPS_SPEC)
+    codes = {"before": common.export_commit(baseline, Path(tempfile.mkdtemp(dir=tmp))),
+             "after": common.ROOT}
+    out: dict = {"baseline": baseline, "spec": GROUPS_SPEC}
+    for label, code in codes.items():
+        results = tmp / f"results-{label}"
+        figures = run([str(spec)], results, cwd=code)
+        out[label] = {"wall_s": figures["wall_s"], **utilisation(results / "groups", 2)}
+        print(f"{label}: span {out[label]['span_s']:.0f} s, utilisation "
+              f"{out[label]['utilisation']:.2f} ({out[label]['trials']} trials)", file=sys.stderr)
+    out["span_ratio"] = out["after"]["span_s"] / out["before"]["span_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--soak", action="store_true", help="200 short trials instead of the default sweep")
-    parser.add_argument("--out", help="result file (default bench/results/sweep.json or soak.json)")
+    parser.add_argument("--groups", action="store_true",
+                        help="4 groups x 3 settings: slot utilisation, against --baseline")
+    parser.add_argument("--baseline", default="c477317",
+                        help="the commit --groups compares with (default: the last before all "
+                             "groups ran in one Tune run)")
+    parser.add_argument("--out", help="result file (default bench/results/sweep.json, soak.json "
+                                      "or groups.json)")
     args = parser.parse_args(argv)
+    if args.groups:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = groups(args.baseline, Path(tmp))
+        common.write("groups", {"machine": common.machine(), **figures},
+                     None if args.out is None else Path(args.out))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         if args.soak:
             spec = Path(tmp) / "soak.toml"

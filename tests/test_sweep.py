@@ -64,6 +64,19 @@ def test_tables_load_with_pandas_and_respect_the_budget(sweep_dir):
     assert (zs["queries_candidate_evals"] == 0).all()
 
 
+def test_groups_are_in_flight_together(sweep_dir):
+    # One Tune run for all groups: the zero-shot trial runs beside a bbt setting, not after
+    # all of them (with seeds 1 and 2 in lockstep, every row of a trial spans the same time).
+    _, path = sweep_dir
+    trials = pd.read_parquet(path / "trials")
+    start = trials["started_at"].astype("int64") / 1e9
+    end = start + trials["wall_s"]
+    bbt, zs = trials["method"] == "bbt", trials["method"] == "zero-shot"
+    # Group by group, zero-shot would start only after every bbt trial had ended.
+    overlap = (start[bbt] < end[zs].max()) & (end[bbt] > start[zs].min())
+    assert overlap.any()
+
+
 def test_a_second_run_refuses_to_overwrite_and_resume_has_nothing_left(sweep_dir):
     tmp, path = sweep_dir
     before = pd.read_parquet(path / "trials")

@@ -2,20 +2,27 @@
 
 ``plan_sweep`` says what remains to run (one group per method, data set and
 shots); ``run_sweep`` checks the inputs (``check_inputs``), starts Ray and the
-oracle pool, runs one Ray Tune run per group with Optuna choosing settings,
-and writes every finished trial through ``sweep.results``. A trial
+oracle pool, runs one Ray Tune run over all groups (each with its own Optuna
+study and scheduler: ``GroupedSearcher``, ``GroupedScheduler``), and writes
+every finished trial through ``sweep.results``. A trial
 (``tune_trainable``) runs all seeds of one setting in lockstep
 (``run_setting``, plain Python).
 """
 
 from sweep.tuning.driver import run_sweep, start_ray
+from sweep.tuning.groups import GROUP, SAMPLE, GroupedScheduler, GroupedSearcher, SettingSource
 from sweep.tuning.plan import Group, SweepPlan, plan_sweep
 from sweep.tuning.preflight import check_inputs
 from sweep.tuning.trial import SeedOutcome, TrialSetting, run_setting, tune_trainable
 
 __all__ = [
+    "GROUP",
+    "SAMPLE",
     "Group",
+    "GroupedScheduler",
+    "GroupedSearcher",
     "SeedOutcome",
+    "SettingSource",
     "SweepPlan",
     "TrialSetting",
     "check_inputs",

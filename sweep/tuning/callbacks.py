@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from sweep.results import ResultsError, ResultsWriter, TrialOutcome, TrialRecord
 from sweep.spec import SweepSpec, sample_to_config
+from sweep.tuning.groups import GROUP, SAMPLE
 from sweep.tuning.plan import Group
 
 __all__ = ["ResultsCallback", "stop_on_error", "tune_callback"]
@@ -25,19 +26,12 @@ class ResultsCallback:
     more is written: the sweep stops (``stop_on_error``) and ``run_sweep`` raises it.
     """
 
-    def __init__(self, writer: ResultsWriter, spec: SweepSpec, group: Group, bar: tqdm,
+    def __init__(self, writer: ResultsWriter, spec: SweepSpec, groups: list[Group], bar: tqdm,
                  progress: dict[str, Any]) -> None:
-        self.writer, self.spec, self.group, self.bar, self.progress = writer, spec, group, bar, progress
+        self.writer, self.spec, self.groups, self.bar = writer, spec, groups, bar
+        self.progress = progress
         self.latest: dict[str, dict[str, Any]] = {}
-        self.counter_base = 0
         self.error: ResultsError | None = None
-
-    def _index(self, trial) -> int:
-        # Settings are numbered in the order Tune creates them (the counter that leads its
-        # experiment tag: 1-based behind a searcher, 0-based without one), after those
-        # already done: deterministic ids, whichever trial happens to report first.
-        counter = int(str(trial.experiment_tag).split("_", 1)[0])
-        return self.group.offset + counter - self.counter_base
 
     def on_trial_result(self, trial, result: dict[str, Any]) -> None:
         self.latest[trial.trial_id] = result
@@ -46,11 +40,13 @@ class ResultsCallback:
         if self.error is not None:
             return
         result = self.latest.get(trial.trial_id, {})
-        group = self.group
+        group = self.groups[trial.config[GROUP]]
         if group.sample_id:
             sample_id, params = group.sample_id, dict(group.params or {})
         else:
-            sample_id = f"{group.tag}-{self._index(trial):03d}"
+            # Numbered in the order the group's settings were handed out, after those already
+            # done: deterministic ids, whichever trial happens to report first.
+            sample_id = f"{group.tag}-{trial.config[SAMPLE]:03d}"
             params = sample_to_config(group.method, group.space.hyperparameters(trial.config))
         outcomes = ([TrialOutcome.from_dict(o) for o in result["outcomes"]] if result.get("outcomes")
                     else [TrialOutcome(seed=s) for s in group.seeds])

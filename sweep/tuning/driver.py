@@ -1,11 +1,13 @@
-"""The sweep driver: Ray, the oracle pool, one Ray Tune run per (data set, shots, method), results.
+"""The sweep driver: Ray, the oracle pool, one Ray Tune run for all groups of the plan, results.
 
-For every group of the plan (``sweep.tuning.plan``), a ``tune.Tuner`` runs
-``samples`` settings chosen by Optuna (TPE, seeded) over the method's search
-space, ``concurrency`` at a time; each trial runs every seed of its setting
-in lockstep (``sweep.tuning.trial``). Trials only report;
-``ResultsCallback``, in the driver, turns each finished trial into one row
-per seed and writes the part files. Selection uses validation accuracy only.
+One ``tune.Tuner`` runs every group of the plan (``sweep.tuning.plan``):
+``concurrency`` trials at a time across all groups until the plan is done,
+each group's ``samples`` settings chosen by its own Optuna study (TPE,
+seeded) over its method's search space and scheduled by its own scheduler
+(``sweep.tuning.groups``); each trial runs every seed of its setting in
+lockstep (``sweep.tuning.trial``). Trials only report; ``ResultsCallback``,
+in the driver, turns each finished trial into one row per seed and writes
+the part files. Selection uses validation accuracy only.
 """
 
 from __future__ import annotations
@@ -21,11 +23,45 @@ from sweep.oracle import OraclePool
 from sweep.results import ResultsWriter, remove_incomplete
 from sweep.spec import SweepSpec
 from sweep.tuning.callbacks import ResultsCallback, stop_on_error, tune_callback
-from sweep.tuning.plan import plan_sweep
+from sweep.tuning.groups import GroupedScheduler, GroupedSearcher, SettingSource
+from sweep.tuning.plan import Group, plan_sweep
 from sweep.tuning.preflight import check_inputs
 from sweep.tuning.trial import TrialSetting, tune_trainable
 
 __all__ = ["run_sweep", "start_ray"]
+
+
+def _source(spec: SweepSpec, group: Group) -> SettingSource:
+    """Where the settings of ``group`` come from: an Optuna study of its own, or a fixed setting."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if group.sample_id:  # a repair: the lost seeds of a setting, with its parameters
+        return SettingSource(group.samples, group.offset, fixed=group.params)
+    if group.space.samples_nothing:
+        return SettingSource(group.samples, group.offset, fixed=group.space.fixed)
+    # Seeded per group and by how many settings already exist, so a resumed sweep draws
+    # new settings rather than repeating the first ones.
+    seed = zlib.crc32(f"{spec.search.seed}/{group.tag}/{group.offset}".encode())
+    sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=seed))
+    return SettingSource(group.samples, group.offset,
+                         OptunaSearch(space=group.space, metric="val_acc", mode="max",
+                                      sampler=sampler))
+
+
+def _scheduler(spec: SweepSpec, group: Group):
+    """The group's own scheduler: FIFO, or ASHA on the query count of the group's budget."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.search.scheduler != "asha":
+        return FIFOScheduler()
+    limit = group.budget.limit
+    # max_t one past the budget: a setting that spends it all is not "stopped" at its last
+    # checkpoint before it can report that it is done.
+    return ASHAScheduler(time_attr="queries", max_t=limit + 1,
+                         grace_period=max(1, int(spec.search.grace_fraction * limit)),
+                         reduction_factor=spec.search.reduction_factor)
 
 
 def start_ray(address: str | None = None) -> None:
@@ -64,8 +100,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     import optuna
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
@@ -85,50 +119,34 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                       pixel_folder=spec.data.cache, cache_bytes=spec.resources.cache_bytes)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
+    callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
+    context = {"pool": pool, "groups": [
+        (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
+                      g.budget.to_budget_spec(), g.budget.checkpoints), dict(g.space.fixed))
+        for g in plan.groups]}
     try:
-        for group in plan.groups:
-            budget, space = group.budget, group.space
-            base = TrialSetting(group.method, {}, group.dataset, spec.data.root, group.shots,
-                                group.seeds, budget.to_budget_spec(), budget.checkpoints)
-            context = {"pool": pool, "base": base, "fixed": dict(space.fixed)}
-            if group.sample_id:
-                search_alg, param_space = None, dict(group.params or {})
-            elif space.samples_nothing:
-                search_alg, param_space = None, dict(space.fixed)
-            else:
-                # Seeded per group and by how many settings already exist, so a resumed
-                # sweep draws new settings rather than repeating the first ones.
-                seed = zlib.crc32(f"{spec.search.seed}/{group.tag}/{group.offset}".encode())
-                sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.sampler == "tpe"
-                           else optuna.samplers.RandomSampler(seed=seed))
-                search_alg = OptunaSearch(space=space, metric="val_acc", mode="max", sampler=sampler)
-                param_space = None
-            scheduler = FIFOScheduler()
-            if spec.search.scheduler == "asha":
-                # max_t one past the budget: a setting that spends it all is not "stopped" at
-                # its last checkpoint before it can report that it is done.
-                scheduler = ASHAScheduler(time_attr="queries", max_t=budget.limit + 1,
-                                          grace_period=max(1, int(spec.search.grace_fraction * budget.limit)),
-                                          reduction_factor=spec.search.reduction_factor)
-            callback = ResultsCallback(writer, spec, group, bar, counters)
-            callback.counter_base = 1 if search_alg is not None else 0
-            tuner = tune.Tuner(
-                tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
-                param_space=param_space,
-                tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=search_alg,
-                                            scheduler=scheduler, num_samples=group.samples,
-                                            max_concurrent_trials=spec.resources.concurrency,
-                                            # a trial worker imports torch once, not once per trial
-                                            reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=group.tag, storage_path=str(plan.results_dir.resolve() / ".tune"), verbose=0,
-                    stop=stop_on_error(callback),
-                    # Tune's JSON log only, which its result grid reads back; the tables are ours.
-                    callbacks=[tune_callback(callback), JsonLoggerCallback()]),
-            )
-            tuner.fit()
-            if callback.error is not None:
-                raise callback.error
+        # One Tune run for every group: concurrency trials in flight until the whole plan is
+        # done, each group with its own study and scheduler (sweep.tuning.groups).
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
+            tune_config=tune.TuneConfig(metric="val_acc", mode="max",
+                                        search_alg=GroupedSearcher(
+                                            [_source(spec, g) for g in plan.groups], "val_acc", "max"),
+                                        scheduler=GroupedScheduler(
+                                            [_scheduler(spec, g) for g in plan.groups]),
+                                        num_samples=sum(g.samples for g in plan.groups),
+                                        max_concurrent_trials=spec.resources.concurrency,
+                                        # a trial worker imports torch once, not once per trial
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=str(plan.results_dir.resolve() / ".tune"), verbose=0,
+                stop=stop_on_error(callback),
+                # Tune's JSON log only, which its result grid reads back; the tables are ours.
+                callbacks=[tune_callback(callback), JsonLoggerCallback()]),
+        )
+        tuner.fit()
+        if callback.error is not None:
+            raise callback.error
     finally:
         bar.close()
         pool.shutdown()

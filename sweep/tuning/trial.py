@@ -27,6 +27,7 @@ from sweep.oracle import ClipOracle, OraclePool, TaskKey, load_model
 from sweep.results import TrialOutcome
 from sweep.run import PromptObjective, RunResult, assemble, iter_run, layout_of
 from sweep.spec import ModelSpec
+from sweep.tuning.groups import GROUP, SAMPLE
 
 __all__ = ["SeedOutcome", "TrialSetting", "run_setting", "tune_trainable"]
 
@@ -146,14 +147,15 @@ def summary(outcomes: list[SeedOutcome], unit: str) -> dict[str, float]:
 def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     """The Ray Tune function: ``config`` is the sampled setting, ``context`` the sweep's constants.
 
-    ``context`` holds ``pool`` (an OraclePool), ``base`` (a TrialSetting without
-    params) and ``fixed`` (fixed hyperparameters). Every report carries the
-    trial's per-seed checkpoint rows; the driver's callback writes them.
+    ``context`` holds ``pool`` (an OraclePool) and ``groups``: per group of the plan, a
+    TrialSetting without params and the group's fixed hyperparameters; ``config``
+    names its group (``GROUP``). Every report carries the trial's per-seed outcomes;
+    the driver's callback writes them.
     """
     from ray import tune
 
-    base: TrialSetting = context["base"]
-    params = {**context.get("fixed", {}), **config}
+    base, fixed = context["groups"][config[GROUP]]
+    params = {**fixed, **{k: v for k, v in config.items() if k not in (GROUP, SAMPLE)}}
     setting = TrialSetting(base.method, params, base.dataset, base.data_root, base.shots,
                            base.seeds, base.budget, base.checkpoints)
     unit = setting.budget.unit
