@@ -69,7 +69,7 @@ def test_groups_are_in_flight_together(sweep_dir):
     # all of them (with seeds 1 and 2 in lockstep, every row of a trial spans the same time).
     _, path = sweep_dir
     trials = pd.read_parquet(path / "trials")
-    start = trials["started_at"].astype("int64") / 1e9
+    start = trials["started_at"].map(pd.Timestamp.timestamp)
     end = start + trials["wall_s"]
     bbt, zs = trials["method"] == "bbt", trials["method"] == "zero-shot"
     # Group by group, zero-shot would start only after every bbt trial had ended.

@@ -57,6 +57,8 @@ class SeedOutcome:
     result: RunResult | None = None
     device: str = ""
     started_at: float = field(default_factory=time.time)
+    #: when the seed's run ended (None: still running); its setup (oracle, method) counts.
+    ended_at: float | None = None
     objective: PromptObjective | None = field(default=None, repr=False)
 
     @property
@@ -72,7 +74,9 @@ class SeedOutcome:
             started_at=self.started_at, checkpoints=tuple(self.records),
             stop_reasons={} if result is None else {k: str(v) for k, v in result.stop_reasons.items()},
             nonfinite_losses=self.nonfinite_losses,
-            wall_s=None if result is None else result.wall_s)
+            # the trial's own time, setup included: started_at + wall_s is when it ended
+            wall_s=None if result is None or self.ended_at is None
+            else self.ended_at - self.started_at)
 
 
 def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
@@ -117,7 +121,7 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None
             try:
                 out.records.append(next(run))
             except StopIteration as done:
-                out.result, out.status = done.value, "ok"
+                out.result, out.status, out.ended_at = done.value, "ok", time.time()
                 del runs[out.seed]
             except Exception as exc:
                 _fail(out, exc)
