@@ -108,3 +108,40 @@ def test_actors_report_what_they_hold_on_their_device(pool, local):
         assert report["budget"] == 2 << 30  # the CPU's default
         # Patch embeddings of the training and test images (visual prompts), within budget.
         assert 0 < report["patch_embeddings"] <= report["budget"]
+
+
+def _requests(pool) -> list[int]:
+    import ray
+
+    return [m["requests"] for m in ray.get([a.memory.remote() for a in pool.actors])]
+
+
+def test_small_requests_and_the_evaluation_channel_spread_over_the_actors(pool, local):
+    before = _requests(pool)
+    text, visual = _prompts(local, 1)
+    for seed in range(4):  # four trials' oracles, each with its own first actor
+        pooled = pool.oracle(TaskKey("digits", None, 4, seed), LAYOUT)
+        pooled.evaluate(text=text, visual=visual)
+        pooled.evaluate_split("val", text=text, visual=visual)
+        pooled.evaluate_split("test", text=text, visual=visual)
+    served = [after - b for after, b in zip(_requests(pool), before)]
+    # 4 x (info + 3 single-candidate requests), none split: each went whole to one actor.
+    assert sum(served) == 16 and min(served) >= 4, served
+
+
+def test_a_task_served_by_one_actor_is_cached_on_it_alone(ray_session, spec):
+    import ray
+
+    pool = OraclePool(spec, actors=2, threads_per_actor=1, actors_per_task=1)
+    try:
+        keys = [TaskKey("digits", None, 4, seed) for seed in (1, 2, 3)]
+        for key in keys:
+            pooled = pool.oracle(key, LAYOUT)
+            text, visual = _prompts(pooled, 6)  # large enough to be split, were it allowed
+            pooled.evaluate(text=text, visual=visual)
+        served = [m["requests"] for m in ray.get([a.memory.remote() for a in pool.actors])]
+        # each task (info + one request) on its own actor: 2 requests per task
+        assert sorted(served) == sorted(2 * [pool.slots(k)[0] for k in keys].count(s)
+                                        for s in range(2))
+    finally:
+        pool.shutdown()

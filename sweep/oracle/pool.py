@@ -2,8 +2,15 @@
 
 ``OraclePool`` starts the actors once per sweep (in the driver). A trial gets
 a ``PooledOracle``: the same interface as a local ``ClipOracle`` (a method
-cannot tell them apart), which splits each batch of candidates across the
-actors and gathers the results in order.
+cannot tell them apart). A request of more than ``SMALL_REQUEST`` candidates
+is split across the actors that serve its task and gathered in order; a
+smaller one (every checkpoint's validation and test evaluation, CBBT's and
+ZIP's small asks) goes whole to one of them, and so do ``info`` and
+``zero_shot``: splitting would cost each actor a dispatch (3-5 ms) for a
+fraction of a millisecond of GPU work. Each trial's oracle takes those actors
+in turn from its own starting point, so single requests spread over the
+pool. With ``actors_per_task``, a task is served by that many actors only,
+so that an actor caches only its tasks' images.
 
 Query accounting lives in ``PooledOracle``, in the trial's process: its
 ``QueryMeter`` (the local oracle's, ``sweep.budget``) checks a request against
@@ -26,6 +33,7 @@ for good fail alike; each request is bounded, and the sweep goes on.
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +50,10 @@ from sweep.oracle.models import load_model
 from sweep.oracle.prompted import PromptLayout
 from sweep.spec import ModelSpec
 
-__all__ = ["OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
+__all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
+
+#: Requests of at most this many candidates go whole to one actor instead of being split.
+SMALL_REQUEST = 4
 
 
 class PoolError(PromptTuningError, RuntimeError):
@@ -84,8 +95,10 @@ class OracleServer:
                                  DeviceCache(budget))
         self._datasets: dict[tuple[str, str | None], Any] = {}
         self._oracles: dict[tuple[TaskKey, PromptLayout], ClipOracle] = {}
+        self.requests = 0  # requests served: where the pool sends its work
 
     def _oracle(self, key: TaskKey, layout: PromptLayout) -> ClipOracle:
+        self.requests += 1
         oracle = self._oracles.get((key, layout))
         if oracle is None:
             ds_key = (key.dataset, key.data_root)
@@ -130,7 +143,8 @@ class OracleServer:
     def memory(self) -> dict[str, int]:
         """Bytes this actor keeps on its device, per kind of entry, with the budget; images
         decoded here."""
-        return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded}
+        return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded,
+                "requests": self.requests}
 
 
 def _concat(parts: list[Evaluation], features: bool) -> Evaluation:
@@ -165,19 +179,24 @@ class OraclePool:
         pixel_folder: each node's folder of decoded images (``~`` is each node's home;
             None: each node's default, ``sweep.data.node_cache_folder``).
         cache_bytes: each actor's device-cache budget (None: its device's default).
+        actors_per_task: actors that serve one task (None: all of them); fewer keep each
+            actor's caches to fewer tasks.
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
                  cpus_per_actor: float = 0, threads_per_actor: int | None = None,
                  max_restarts: int = 3, max_task_retries: int = 3,
                  server: type = OracleServer, pixel_folder: str | None = None,
-                 cache_bytes: int | None = None) -> None:
+                 cache_bytes: int | None = None, actors_per_task: int | None = None) -> None:
         import ray
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if actors < 1:
             raise ConfigError(f"a pool needs at least one actor; got {actors}")
+        if actors_per_task is not None and not 1 <= actors_per_task <= actors:
+            raise ConfigError(f"actors_per_task must be in [1, {actors}]; got {actors_per_task}")
+        self.actors_per_task = actors_per_task or actors
         if threads_per_actor is None and not gpus_per_actor:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
         options = dict(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
@@ -228,19 +247,28 @@ class OraclePool:
         retry = getattr(self.actors[slot], method).remote(*args)
         return self._resolve(slot, retry, method, args, resubmitted=True)
 
-    def call(self, method: str, *args) -> Any:
-        """Run ``method`` on one actor (for requests that need no split)."""
-        return self._resolve(0, getattr(self.actors[0], method).remote(*args), method, args)
+    def slots(self, key: TaskKey) -> list[int]:
+        """The actors that serve ``key``'s task: ``actors_per_task`` of them, from a slot fixed
+        by the task (so that each task's images are cached on those actors only)."""
+        n, k = len(self.actors), self.actors_per_task
+        first = zlib.crc32(repr(key).encode()) % n if k < n else 0
+        return [(first + i) % n for i in range(k)]
+
+    def call(self, method: str, *args, slot: int = 0) -> Any:
+        """Run ``method`` on the actor in ``slot`` (for requests that need no split)."""
+        return self._resolve(slot, getattr(self.actors[slot], method).remote(*args), method, args)
 
     def map_candidates(self, method: str, head: tuple, text, visual, tail: tuple, n: int,
-                       features: bool) -> Evaluation:
-        """Split n candidates into contiguous pieces, one per actor, and gather them in order.
+                       features: bool, slots: list[int]) -> Evaluation:
+        """Split n candidates into contiguous pieces, one per actor of ``slots``, and gather them
+        in order; a request of at most ``SMALL_REQUEST`` candidates goes whole to ``slots[0]``.
 
         Each actor runs ``method(*head, text_piece, visual_piece, *tail)``.
         """
-        pieces = np.array_split(np.arange(n), min(n, len(self.actors)))
+        parts = 1 if n <= SMALL_REQUEST else min(n, len(slots))
+        pieces = np.array_split(np.arange(n), parts)
         jobs = []
-        for slot, idx in enumerate(pieces):
+        for slot, idx in zip(slots, pieces):
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             args = (*head, None if text is None else text[sl],
                     None if visual is None else visual[sl], *tail)
@@ -291,8 +319,18 @@ class PooledOracle(Metered):
         self.pool = pool
         self.key = key
         self.layout = layout
-        self._info = pool.call("info", key, layout)
+        self._slots = pool.slots(key)
+        # Each trial's oracle starts the turn at its own actor (a hash of its task and layout:
+        # deterministic), so that single requests of concurrent trials spread over the pool.
+        self._turn = zlib.crc32(repr((key, layout)).encode())
+        self._info = pool.call("info", key, layout, slot=self._next_slots()[0])
         self.meter = QueryMeter(budget, self.train_size, self.num_classes)
+
+    def _next_slots(self) -> list[int]:
+        """The actors of this task, starting with the one whose turn it is."""
+        i = self._turn % len(self._slots)
+        self._turn += 1
+        return self._slots[i:] + self._slots[:i]
 
     text_shape = property(lambda self: tuple(self._info["text_shape"]))
     visual_shape = property(lambda self: tuple(self._info["visual_shape"]))
@@ -316,7 +354,7 @@ class PooledOracle(Metered):
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
         return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
-                                        (features, subset), n, features)
+                                        (features, subset), n, features, self._next_slots())
 
     def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False) -> Evaluation:
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
@@ -324,11 +362,12 @@ class PooledOracle(Metered):
             raise ConfigError(f"split must be one of {tuple(self._info['split_sizes'])}; got {split!r}")
         self.meter.charge_eval(n, self._info["split_sizes"][split])
         return self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
-                                        _f32(visual), (features,), n, features)
+                                        _f32(visual), (features,), n, features, self._next_slots())
 
     def zero_shot(self, split: str = "test") -> Evaluation:
         self.meter.charge_eval(1, self._info["split_sizes"].get(split, self.train_size))
-        return self.pool.call("zero_shot", self.key, self.layout, split)
+        return self.pool.call("zero_shot", self.key, self.layout, split,
+                              slot=self._next_slots()[0])
 
     def gradient(self, *args, **kwargs):
         raise ModelError("gradient() needs a glass-box oracle: a local ClipOracle, not the pool")

@@ -406,15 +406,18 @@ class _Parser:
     def resources(self, data: Mapping[str, Any]) -> ResourcesSection:
         table = self.table(data, "", "resources", _toml_keys(ResourcesSection))
         d = ResourcesSection()
+        actors = self.int_(table, "resources", "actors", d.actors, low=1)
         return ResourcesSection(
             concurrency=self.int_(table, "resources", "concurrency", d.concurrency, low=1),
-            actors=self.int_(table, "resources", "actors", d.actors, low=1),
+            actors=actors,
             gpus_per_actor=self.float_(table, "resources", "gpus_per_actor", d.gpus_per_actor,
                                        low=0.0),
             cpus_per_actor=self.float_(table, "resources", "cpus_per_actor", d.cpus_per_actor,
                                        low=0.0),
             cache_gb=(self.float_(table, "resources", "cache_gb", above=0.0)
                       if "cache_gb" in table else None),
+            actors_per_task=(self.int_(table, "resources", "actors_per_task", low=1, high=actors)
+                             if "actors_per_task" in table else None),
         )
 
     def methods(self, data: Mapping[str, Any], search: SearchSection,

@@ -157,6 +157,9 @@ class ResourcesSection:
     #: GiB each oracle actor may keep on its device (image features, patch embeddings),
     #: > 0; None: 40% of a GPU's memory, 2 GiB on a CPU.
     cache_gb: float | None = None
+    #: oracle actors that serve one task (data set, shots, seed), in [1, actors]; None: all.
+    #: Fewer keep each actor's caches to fewer tasks when a sweep has many.
+    actors_per_task: int | None = None
 
     @property
     def cache_bytes(self) -> int | None:
