@@ -1,4 +1,4 @@
-"""The main job: ``python -m sweep.launch [SPEC] [--address ADDR] [--resume] [--smoke-test] [--dry-run]``.
+"""The main job: ``python -m sweep.launch [SPEC] [--address ADDR] [--resume] [--smoke-test] [--plan]``.
 
 With no SPEC, the embedded default (sweeps/default.toml): a small complete
 sweep on the tiny CLIP and the digits, on a private local Ray instance. On a
@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="complete an interrupted sweep")
     parser.add_argument("--smoke-test", action="store_true", help="one seed, one setting, a tiny budget")
     parser.add_argument("--dry-run", action="store_true", help="check the spec and print the plan only")
+    parser.add_argument("--plan", action="store_true",
+                        help="the plan with its requests, FLOPs and GPU hours (no Ray, no images, "
+                             "no data root needed)")
+    parser.add_argument("--gpu", default="a10g", choices=("a10g", "h100"),
+                        help="the GPU the --plan cost model assumes (default: a10g)")
     parser.add_argument("--results", default="results", help="results root (default: results/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -40,11 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         from sweep.spec import load_spec
         from sweep.tuning import plan_sweep, run_sweep
 
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, check_paths=not args.plan)
         if args.smoke_test:
             spec = _smoke(spec)
-        if args.dry_run:
-            print(plan_sweep(spec, args.results, args.resume).describe())
+        if args.dry_run or args.plan:
+            plan = plan_sweep(spec, args.results, args.resume)
+            print(plan.describe())
+            if args.plan:
+                from sweep.tuning import DEVICES, plan_cost
+
+                print(plan_cost(plan, DEVICES[args.gpu]))
             return 0
         run_sweep(spec, address=args.address, resume=args.resume, results_root=args.results,
                   progress=not args.quiet)

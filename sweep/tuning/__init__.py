@@ -9,6 +9,7 @@ every finished trial through ``sweep.results``. A trial
 (``run_setting``, plain Python).
 """
 
+from sweep.tuning.cost import DEVICES, Architecture, plan_cost
 from sweep.tuning.driver import run_sweep, start_ray
 from sweep.tuning.groups import GROUP, SAMPLE, GroupedScheduler, GroupedSearcher, SettingSource
 from sweep.tuning.plan import Group, SweepPlan, plan_sweep
@@ -16,8 +17,10 @@ from sweep.tuning.preflight import check_inputs
 from sweep.tuning.trial import SeedOutcome, TrialSetting, run_setting, tune_trainable
 
 __all__ = [
+    "DEVICES",
     "GROUP",
     "SAMPLE",
+    "Architecture",
     "Group",
     "GroupedScheduler",
     "GroupedSearcher",
@@ -26,6 +29,7 @@ __all__ = [
     "SweepPlan",
     "TrialSetting",
     "check_inputs",
+    "plan_cost",
     "plan_sweep",
     "run_setting",
     "run_sweep",
