@@ -1,6 +1,7 @@
 """Throughput of the Ray oracle pool with one and two actors, and its dispatch overhead.
 
     python -m bench.pool
+    python -m bench.pool --merge      # cross-trial batching: 8 trials' small requests, one actor
 
 Compute-bound batch: ViT-B-32 (random weights), text-only prompts (8 context
 tokens), population 30, on the embedded digits task (16 shots x 10 classes).
@@ -13,6 +14,13 @@ Dispatch overhead: the same request on the embedded tiny model through a pool of
 one actor and on a local oracle in this process, both with one thread; the
 difference per request is what the pool costs. Figures go to
 ``bench/results/pool.json``.
+
+``--merge``: 8 concurrent clients (threads of this process, each with its own
+oracle of one task, as concurrent trials of one group have) send requests to
+one actor of the embedded model, first with merging off, then on
+(``merge_wait_ms``): small text-only requests of 1-4 candidates (the regime
+of a GPU, where dispatch outweighs compute), and populations of 30. Figures
+go to ``bench/results/merge.json``.
 """
 
 from __future__ import annotations
@@ -91,11 +99,89 @@ def dispatch_overhead(key, layout, pop: int, requests: int = 60) -> dict:
             "max_loss_difference": float(np.max(np.abs(np.subtract(local_losses, pooled_losses))))}
 
 
+MERGE_CLIENTS, MERGE_REQUESTS, MERGE_WAIT_MS = 8, 150, 5.0
+
+
+class MergeClient:
+    """A trial's stand-in (the body of a Ray actor, a process of its own): one oracle of the
+    pool, requests sent one after another."""
+
+    def __init__(self, pool, key, layout) -> None:
+        self.oracle = pool.oracle(key, layout)
+        self.oracle.evaluate(text=_prompts(self.oracle.text_shape[-1], 1, 0))  # caches
+
+    def run(self, sizes: list[int], seed: int) -> tuple[float, float]:
+        width = self.oracle.text_shape[-1]
+        batches = [_prompts(width, sizes[(seed + r) % len(sizes)], 1000 * seed + r)
+                   for r in range(MERGE_REQUESTS)]
+        t0 = time.time()
+        for text in batches:
+            self.oracle.evaluate(text=text)
+        return t0, time.time()
+
+
+def merged_throughput(wait_ms: float, sizes: list[int]) -> dict:
+    """Requests per second of MERGE_CLIENTS client processes sending requests of ``sizes``
+    candidates to one actor."""
+    import ray
+
+    from sweep.oracle import OraclePool, PromptLayout, TaskKey
+    from sweep.spec import ModelSpec
+
+    pool = OraclePool(ModelSpec(), 1, threads_per_actor=1, merge_wait_s=wait_ms / 1000)
+    try:
+        key, layout = TaskKey("digits", None, 16, 1), PromptLayout(n_text=8)
+        client = ray.remote(num_cpus=0)(MergeClient)
+        clients = [client.remote(pool, key, layout) for _ in range(MERGE_CLIENTS)]
+        before = ray.get(pool.actors[0].memory.remote())["forwards"]
+        spans = ray.get([c.run.remote(sizes, i) for i, c in enumerate(clients)])
+        seconds = max(end for _, end in spans) - min(start for start, _ in spans)
+        forwards = ray.get(pool.actors[0].memory.remote())["forwards"] - before
+        for c in clients:
+            ray.kill(c)
+    finally:
+        pool.shutdown()
+    requests = MERGE_CLIENTS * MERGE_REQUESTS
+    return {"merge_wait_ms": wait_ms, "candidates_per_request": sizes, "requests": requests,
+            "requests_per_s": requests / seconds,
+            "candidates_per_s": requests * statistics.mean(sizes) / seconds,
+            "forwards": forwards, "requests_per_forward": requests / forwards}
+
+
+def merge(out: str | None) -> int:
+    from ray import cloudpickle
+
+    from sweep.tuning import start_ray
+
+    start_ray()
+    # The clients' processes cannot import bench/ (not installed): send the class itself.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    rows = []
+    for sizes in ([1, 2, 3, 4], [POP]):
+        for wait in (0.0, MERGE_WAIT_MS):
+            print(f"{MERGE_CLIENTS} clients, {sizes} candidates, merge_wait_ms {wait} ...",
+                  file=sys.stderr, flush=True)
+            rows.append(merged_throughput(wait, sizes))
+            print(f"  {rows[-1]['requests_per_s']:.0f} requests/s, "
+                  f"{rows[-1]['requests_per_forward']:.1f} requests a forward", file=sys.stderr)
+    small_off, small_on, pop_off, pop_on = rows
+    summary = {"small_requests_merged_vs_not": small_on["requests_per_s"] / small_off["requests_per_s"],
+               "population_30_merged_vs_not": pop_on["requests_per_s"] / pop_off["requests_per_s"]}
+    print(summary, file=sys.stderr)
+    common.write("merge", {"machine": common.machine(), "clients": MERGE_CLIENTS,
+                           "model": "promptsweep-tiny", "summary": summary, "runs": rows},
+                 None if out is None else Path(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pool", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="ViT-B-32", help="open_clip model name (random weights)")
-    parser.add_argument("--out", help="result file (default bench/results/pool.json)")
+    parser.add_argument("--merge", action="store_true", help="cross-trial batching instead")
+    parser.add_argument("--out", help="result file (default bench/results/pool.json or merge.json)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.out)
 
     import ray
 

@@ -46,6 +46,7 @@ from sweep.errors import ConfigError, ModelError, PromptTuningError
 from sweep.keeper import ActorKeeper
 from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
 from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
+from sweep.oracle.merging import Merger
 from sweep.oracle.models import load_model
 from sweep.oracle.prompted import PromptLayout
 from sweep.spec import ModelSpec
@@ -54,6 +55,8 @@ __all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PoolError", "PooledOr
 
 #: Requests of at most this many candidates go whole to one actor instead of being split.
 SMALL_REQUEST = 4
+#: Requests an actor takes at once when it merges them.
+MERGING_THREADS = 32
 
 
 class PoolError(PromptTuningError, RuntimeError):
@@ -81,10 +84,16 @@ class OracleServer:
             None: the node's default).
         cache_bytes: the budget of what the actor keeps on its device (image features,
             patch embeddings), shared by all its oracles (None: the device's default).
+        merge_wait_s: how long a request waits for others to merge with
+            (``sweep.oracle.merging``; 0: one request at a time, no merging).
+        merge_candidates: a merged batch with this many candidates runs at once.
     """
 
     def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None,
-                 pixel_folder: str | None = None, cache_bytes: int | None = None) -> None:
+                 pixel_folder: str | None = None, cache_bytes: int | None = None,
+                 merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
+        import threading
+
         import torch
 
         if threads:
@@ -96,8 +105,16 @@ class OracleServer:
         self._datasets: dict[tuple[str, str | None], Any] = {}
         self._oracles: dict[tuple[TaskKey, PromptLayout], ClipOracle] = {}
         self.requests = 0  # requests served: where the pool sends its work
+        # With merging the actor is threaded (several requests wait at once); whatever
+        # touches the model or the caches holds this lock: one computation at a time.
+        self._compute = threading.RLock()
+        self.merger = Merger(merge_wait_s, merge_candidates, self._compute)
 
     def _oracle(self, key: TaskKey, layout: PromptLayout) -> ClipOracle:
+        with self._compute:
+            return self._build(key, layout)
+
+    def _build(self, key: TaskKey, layout: PromptLayout) -> ClipOracle:
         self.requests += 1
         oracle = self._oracles.get((key, layout))
         if oracle is None:
@@ -110,7 +127,10 @@ class OracleServer:
         return oracle
 
     def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
-        oracle = self._oracle(key, layout)
+        with self._compute:
+            return self._info(self._build(key, layout))
+
+    def _info(self, oracle: ClipOracle) -> dict[str, Any]:
         return {
             "text_shape": oracle.text_shape,
             "visual_shape": oracle.visual_shape,
@@ -126,25 +146,36 @@ class OracleServer:
 
     def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,
                  subset) -> Evaluation:
-        return self._oracle(key, layout).evaluate(text=text, visual=visual, features=features,
-                                                  subset=subset)
+        oracle = self._oracle(key, layout)
+        merge = ("train", key, layout, features, None if subset is None else subset.tobytes())
+        return self.merger.run(merge, text, visual, _rows(text, visual), lambda t, v: oracle.evaluate(
+            text=t, visual=v, features=features, subset=subset))
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
                        features: bool) -> Evaluation:
-        return self._oracle(key, layout).evaluate_split(split, text=text, visual=visual,
-                                                        features=features)
+        oracle = self._oracle(key, layout)
+        return self.merger.run((split, key, layout, features), text, visual, _rows(text, visual),
+                               lambda t, v: oracle.evaluate_split(split, text=t, visual=v,
+                                                                  features=features))
 
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
-        return self._oracle(key, layout).zero_shot(split)
+        with self._compute:
+            return self._build(key, layout).zero_shot(split)
 
     def pid(self) -> int:
         return os.getpid()
 
     def memory(self) -> dict[str, int]:
         """Bytes this actor keeps on its device, per kind of entry, with the budget; images
-        decoded here."""
-        return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded,
-                "requests": self.requests}
+        decoded here; requests served, and the forwards they took (fewer when merged)."""
+        with self._compute:
+            return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded,
+                    "requests": self.requests, "evaluations": self.merger.requests,
+                    "forwards": self.merger.batches}
+
+
+def _rows(text, visual) -> int:
+    return len(text if text is not None else visual)
 
 
 def _concat(parts: list[Evaluation], features: bool) -> Evaluation:
@@ -180,14 +211,19 @@ class OraclePool:
             None: each node's default, ``sweep.data.node_cache_folder``).
         cache_bytes: each actor's device-cache budget (None: its device's default).
         actors_per_task: actors that serve one task (None: all of them); fewer keep each
-            actor's caches to fewer tasks.
+            actor's caches to fewer tasks, and let concurrent trials of a task meet on one
+            actor, where their requests can merge.
+        merge_wait_s: how long an actor lets a request wait for others of the same task to
+            merge with (0: no merging; each actor serves one request at a time).
+        merge_candidates: a merged batch with this many candidates runs at once.
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
                  cpus_per_actor: float = 0, threads_per_actor: int | None = None,
                  max_restarts: int = 3, max_task_retries: int = 3,
                  server: type = OracleServer, pixel_folder: str | None = None,
-                 cache_bytes: int | None = None, actors_per_task: int | None = None) -> None:
+                 cache_bytes: int | None = None, actors_per_task: int | None = None,
+                 merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
         import ray
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -199,10 +235,12 @@ class OraclePool:
         self.actors_per_task = actors_per_task or actors
         if threads_per_actor is None and not gpus_per_actor:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
+        # Merging needs several requests in an actor at once: a threaded actor.
         options = dict(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
-                       max_restarts=max_restarts, max_task_retries=max_task_retries)
+                       max_restarts=max_restarts, max_task_retries=max_task_retries,
+                       max_concurrency=MERGING_THREADS if merge_wait_s > 0 else 1)
         args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor, pixel_folder,
-                cache_bytes)
+                cache_bytes, merge_wait_s, merge_candidates)
         self.model_spec = model_spec
         self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
         remote = ray.remote(server).options(**options)

@@ -418,6 +418,8 @@ class _Parser:
                       if "cache_gb" in table else None),
             actors_per_task=(self.int_(table, "resources", "actors_per_task", low=1, high=actors)
                              if "actors_per_task" in table else None),
+            merge_wait_ms=self.float_(table, "resources", "merge_wait_ms", d.merge_wait_ms,
+                                      low=0.0),
         )
 
     def methods(self, data: Mapping[str, Any], search: SearchSection,

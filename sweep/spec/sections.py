@@ -160,6 +160,10 @@ class ResourcesSection:
     #: oracle actors that serve one task (data set, shots, seed), in [1, actors]; None: all.
     #: Fewer keep each actor's caches to fewer tasks when a sweep has many.
     actors_per_task: int | None = None
+    #: milliseconds a request may wait at its actor for others of the same task to merge with
+    #: into one forward, >= 0 (``sweep.oracle.merging``); 0: no merging, bit-for-bit
+    #: repeatable tables (merged batches agree with separate requests to float rounding).
+    merge_wait_ms: float = 0.0
 
     @property
     def cache_bytes(self) -> int | None:

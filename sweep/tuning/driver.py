@@ -117,7 +117,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                       gpus_per_actor=spec.resources.gpus_per_actor,
                       cpus_per_actor=spec.resources.cpus_per_actor,
                       pixel_folder=spec.data.cache, cache_bytes=spec.resources.cache_bytes,
-                      actors_per_task=spec.resources.actors_per_task)
+                      actors_per_task=spec.resources.actors_per_task,
+                      merge_wait_s=spec.resources.merge_wait_ms / 1000)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
