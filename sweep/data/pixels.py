@@ -177,29 +177,36 @@ class PixelCache:
             self.decoded += 1
         return pixels
 
-    def _get(self, split: Split, i: int, path: Path, bar) -> np.ndarray:
+    @staticmethod
+    def _read(path: Path) -> np.ndarray | None:
         try:
-            pixels = np.load(path)
-        except (OSError, ValueError):  # not decoded yet (or a damaged file): decode it now
+            return np.load(path)
+        except (OSError, ValueError):  # not decoded yet (or a damaged file)
+            return None
+
+    def _get(self, split: Split, i: int, path: Path, bar) -> np.ndarray:
+        pixels = self._read(path)  # another process may have decoded it meanwhile
+        if pixels is None:
             pixels = self._decode(split, i, path)
             if bar is not None:
                 bar.update(1)
         return pixels
 
-    def _run(self, split: Split, order: Sequence[int], bar, keep: bool) -> list[np.ndarray]:
+    def _run(self, split: Split, order: Sequence[int], bar) -> list[np.ndarray]:
+        """Each image's pixels: read where decoded (one read, no stat), the rest decoded."""
         entries = self._entries(split)
-        if any(not entries[i].is_file() for i in order):
-            # One decoder per node at a time (it uses every thread): the processes that
-            # wait find the images decoded, so each image is decoded once.
-            with _node_lock(self.folder / ".decoding.lock"):
-                return self._threads(split, entries, order, bar, keep)
-        return self._threads(split, entries, order, bar, keep)
-
-    def _threads(self, split: Split, entries: list[Path], order: Sequence[int], bar,
-                 keep: bool) -> list[np.ndarray]:
         with ThreadPoolExecutor(self.workers) as pool:
-            got = pool.map(lambda i: self._get(split, i, entries[i], bar), order)
-            return list(got) if keep else [None for _ in got]
+            got = list(pool.map(lambda i: self._read(entries[i]), order))
+            missing = [k for k, pixels in enumerate(got) if pixels is None]
+            if missing:
+                # One decoder per node at a time (it uses every thread): the processes that
+                # wait find the images decoded, so each image is decoded once.
+                with _node_lock(self.folder / ".decoding.lock"):
+                    decoded = pool.map(lambda k: self._get(split, order[k], entries[order[k]], bar),
+                                       missing)
+                    for k, pixels in zip(missing, decoded):
+                        got[k] = pixels
+        return got
 
     def _bar(self, split: Split, order: Sequence[int], progress: bool):
         if not progress:
@@ -225,7 +232,7 @@ class PixelCache:
         order = list(range(len(split))) if indices is None else [int(i) for i in indices]
         bar = self._bar(split, order, progress)
         try:
-            images = self._run(split, order, bar, keep=True)
+            images = self._run(split, order, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -247,10 +254,15 @@ class PixelCache:
             DataError: an image cannot be read; it names the file.
         """
         before = self.decoded
-        order = list(range(len(split)))
-        bar = self._bar(split, order, progress)
+        entries = self._entries(split)
+        missing = [i for i in range(len(split)) if not entries[i].is_file()]  # nothing read
+        if not missing:
+            return 0
+        bar = self._bar(split, missing, progress)
         try:
-            self._run(split, order, bar, keep=False)
+            with _node_lock(self.folder / ".decoding.lock"), ThreadPoolExecutor(self.workers) as pool:
+                for _ in pool.map(lambda i: self._get(split, i, entries[i], bar), missing):
+                    pass  # stored: not kept in memory
         finally:
             if bar is not None:
                 bar.close()
