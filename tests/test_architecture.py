@@ -177,3 +177,15 @@ def test_light_leaves_load_neither_torch_nor_ray(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
     assert out.stdout.strip() == "", f"import {module} loaded {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("module", ["sweep.tuning.trial", "sweep.oracle.pool"])
+def test_a_trial_process_loads_no_model(module):
+    # A trial only sends requests to the pool: torch and open_clip (500 MB and more of
+    # memory per process) are the actors' and the driver's, and CBBT's adapter's.
+    code = (f"import sys, {module}\n"
+            "heavy = {'torch', 'open_clip'}\n"
+            "print(','.join(sorted({n.split('.')[0] for n in sys.modules} & heavy)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.strip() == "", f"import {module} loaded {out.stdout.strip()}"

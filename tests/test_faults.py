@@ -239,7 +239,7 @@ def test_a_request_that_kills_its_actor_fails_alone_and_a_fresh_actor_serves_the
     pool = _dying_pool(retries=0)  # no Ray restarts: test_pool.py and the sweep below have them
     try:
         stale = pickle.loads(pickle.dumps(pool))  # a trial's copy, taken before the replacement
-        first = pool.call("pid")
+        first = pool.submit(0, "pid", 0)
         layout = PromptLayout(n_text=2)
         doomed = pool.oracle(TaskKey("digits", None, 4, DOOMED_SEED), layout)
         text = np.zeros((3, *doomed.text_shape), np.float32)
@@ -247,9 +247,9 @@ def test_a_request_that_kills_its_actor_fails_alone_and_a_fresh_actor_serves_the
             doomed.evaluate(text=text)
         assert "\n" not in str(info.value)
         assert doomed.used.candidate_evals == 3  # counted once, before dispatch
-        fresh = pool.call("pid")
+        fresh = pool.submit(0, "pid", 0)
         assert fresh != first
-        assert stale.call("pid") == fresh  # resubmitted to the replacement, not failed
+        assert stale.submit(0, "pid", 0) == fresh  # resubmitted to the replacement, not failed
         ok = pool.oracle(TaskKey("digits", None, 4, 1), layout)
         assert ok.evaluate(text=text).losses.shape == (3,)
         # An unreadable test image comes back as the oracle's own one-line DataError.

@@ -68,3 +68,12 @@ def test_each_group_has_its_own_asha_brackets():
     grouped = GroupedScheduler([_asha(), _asha()])
     assert _first_rung(grouped, trials) == [TrialScheduler.CONTINUE, TrialScheduler.STOP,
                                             TrialScheduler.CONTINUE]
+
+
+def test_with_costs_the_group_with_the_most_work_left_goes_first():
+    sources = [SettingSource(2, 0, fixed={"x": g}) for g in range(3)]
+    searcher = GroupedSearcher(sources, "val_acc", "max", costs=[1.0, 10.0, 5.0])
+    order = [searcher.suggest(f"t{i}")[GROUP] for i in range(6)]
+    # work left: (2, 20, 10) -> group 1; (2, 10, 10) -> 1 (tie: first); (2, 0, 10) -> 2; ...
+    assert order == [1, 1, 2, 2, 0, 0]
+    assert searcher.suggest("t6") == Searcher.FINISHED

@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from sweep.oracle import OracleServer, PromptLayout, TaskKey
+from sweep.oracle import OracleServer, PromptLayout, ServerBase, TaskKey
+from sweep.oracle.merging import FifoLock
 from sweep.spec import ModelSpec
 
 KEY = TaskKey("digits", None, 4, 1)
@@ -65,3 +66,46 @@ def test_without_merging_every_request_is_its_own_forward():
     for _ in range(3):
         server.evaluate(KEY, PromptLayout(n_text=2), text, None, False, None)
     assert server.memory()["forwards"] == server.memory()["evaluations"] == 3
+
+
+# ---------------------------------------------------------------- what an actor tells the pool
+
+
+class _Holding(ServerBase):
+    """An actor body whose ``hold`` waits for an event: a request that is still running."""
+
+    def hold(self, event: threading.Event) -> str:
+        event.wait(10)
+        return "held"
+
+    def quick(self) -> str:
+        return "quick"
+
+
+def test_an_actor_reports_the_work_still_outstanding_with_each_reply():
+    server, release = _Holding(), threading.Event()
+    held: list = []
+    worker = threading.Thread(target=lambda: held.append(server.serve("hold", 100, release)))
+    worker.start()
+    while server._pending < 100:  # the held request has been taken
+        threading.Event().wait(0.01)
+    assert server.serve("quick", 5) == ("quick", 100)  # the held request's work remains
+    release.set()
+    worker.join()
+    assert held == [("held", 0)] and server.requests == 2
+
+
+def test_requests_queue_for_the_device_in_arrival_order():
+    lock, order = FifoLock(), []
+    lock.__enter__()  # the device is busy: every thread below waits
+    threads = []
+    for i in range(6):
+        threads.append(threading.Thread(target=lambda i=i: (lock.__enter__(), order.append(i),
+                                                            lock.__exit__())))
+        threads[-1].start()
+        while lock._next < i + 2:  # thread i holds its ticket before the next one starts
+            threading.Event().wait(0.005)
+    lock.__exit__()
+    for t in threads:
+        t.join()
+    assert order == list(range(6))

@@ -145,3 +145,17 @@ def test_a_task_served_by_one_actor_is_cached_on_it_alone(ray_session, spec):
                                         for s in range(2))
     finally:
         pool.shutdown()
+
+
+def test_a_single_request_goes_to_the_less_loaded_of_its_two_actors(pool, local):
+    pooled = pool.oracle(TaskKey("digits", None, 4, 7), LAYOUT)
+    text, visual = _prompts(local, 1)
+    for busy in (0, 1):
+        first, second = pooled._slots[pooled._turn % 2], pooled._slots[(pooled._turn + 1) % 2]
+        pool.loads[first], pool.loads[second] = (10**6, 0) if busy == 0 else (0, 10**6)
+        before = _requests(pool)
+        pooled.evaluate(text=text, visual=visual)
+        served = [after - b for after, b in zip(_requests(pool), before)]
+        idle = second if busy == 0 else first
+        assert served[idle] == 1 and sum(served) == 1, (busy, served)
+        assert pool.loads[idle] == 0  # the actor's own figure replaced the guess on reply

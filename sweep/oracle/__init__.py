@@ -9,21 +9,35 @@ model (``OracleServer``) and hands each trial a ``PooledOracle`` with
 ``ClipOracle``'s interface and its own budget.
 """
 
-from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
-from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
-from sweep.oracle.models import (
-    DTYPES,
-    EMBEDDED_CONFIG,
-    EMBEDDED_WEIGHTS,
-    LoadedModel,
-    load_model,
-    pick_device,
-    register_embedded,
-    resolve_precision,
-    split_transform,
-)
-from sweep.oracle.pool import OraclePool, OracleServer, PooledOracle, PoolError, TaskKey
-from sweep.oracle.prompted import PromptedCLIP, PromptLayout
+import importlib
+from typing import Any
+
+# Each name's module, imported on first use (PEP 562): a trial's process takes the pool's
+# client side (``pool``, ``requests``) without loading torch or open_clip.
+_MODULES = {
+    "ClipOracle": "clip_oracle",
+    **dict.fromkeys(("DeviceCache", "ImageStore", "default_cache_bytes"), "images"),
+    **dict.fromkeys(("DTYPES", "LoadedModel", "load_model", "pick_device", "register_embedded",
+                     "resolve_precision", "split_transform"), "models"),
+    **dict.fromkeys(("OraclePool", "OracleServer", "PooledOracle", "PoolError", "ServerBase",
+                     "TaskKey"), "pool"),
+    "PromptedCLIP": "prompted",
+    **dict.fromkeys(("EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "check_subset",
+                     "count_candidates"), "requests"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "DTYPES",
@@ -39,6 +53,7 @@ __all__ = [
     "PooledOracle",
     "PromptLayout",
     "PromptedCLIP",
+    "ServerBase",
     "TaskKey",
     "check_subset",
     "count_candidates",

@@ -58,7 +58,8 @@ from sweep.data import FewShot, PixelCache, Split
 from sweep.errors import ConfigError, ModelError
 from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
 from sweep.oracle.models import DTYPES, LoadedModel
-from sweep.oracle.prompted import PromptedCLIP, PromptLayout
+from sweep.oracle.prompted import PromptedCLIP
+from sweep.oracle.requests import PromptLayout, check_subset, count_candidates
 
 __all__ = ["ClipOracle", "check_subset", "count_candidates"]
 
@@ -79,50 +80,6 @@ def _trim_heap() -> None:
 
 _MALLOC_TRIM = (getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
                 if sys.platform.startswith("linux") else None)
-
-
-def count_candidates(layout: PromptLayout, text_shape: tuple[int, ...], visual_shape: tuple[int, ...],
-                     text, visual) -> int:
-    """Check prompt arrays against the layout and return the number of candidates n.
-
-    Raises:
-        ModelError: a prompt is missing, unexpected, or of the wrong shape.
-    """
-    n = None
-    for name, value, shape, size in (("text", text, text_shape, layout.n_text),
-                                      ("visual", visual, visual_shape, layout.n_visual)):
-        if size == 0:
-            if value is not None and np.size(value) > 0:
-                raise ModelError(f"{name} prompts were given but the layout has n_{name} = 0")
-            continue
-        if value is None:
-            raise ModelError(f"the layout has {size} {name} tokens: {name} prompts are required")
-        got = tuple(value.shape)
-        if len(got) != len(shape) + 1 or got[1:] != shape:
-            raise ModelError(f"{name} prompts must have shape (n, {', '.join(map(str, shape))}); got {got}")
-        if n is not None and got[0] != n:
-            raise ModelError(f"text and visual prompts disagree on the number of candidates: {n} vs {got[0]}")
-        n = got[0]
-    if n is None:
-        raise ModelError("the layout has no prompt tokens: nothing to evaluate")
-    if n == 0:
-        raise ModelError("a request needs at least one candidate")
-    return n
-
-
-def check_subset(subset, train_size: int) -> np.ndarray | None:
-    """A mini-batch's training indices as int64 (None: the whole training set).
-
-    Raises:
-        ConfigError: not a non-empty 1-d array of indices in [0, train_size).
-    """
-    if subset is None:
-        return None
-    idx = np.asarray(subset, dtype=np.int64)
-    if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= train_size:
-        raise ConfigError(f"subset must be a non-empty 1-d array of training indices in "
-                          f"[0, {train_size}); got shape {idx.shape}")
-    return idx
 
 
 def _clipped_std(x: torch.Tensor, rounds: int = 5, k: float = 3.0) -> float:

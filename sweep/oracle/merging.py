@@ -21,6 +21,8 @@ for bit.
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -28,7 +30,10 @@ import numpy as np
 
 from methods.base import Evaluation
 
-__all__ = ["Merger", "split_evaluation"]
+__all__ = ["FifoLock", "Merger", "split_evaluation"]
+
+#: Queueing delays and batch sizes a merger keeps (the latest ones).
+RECORDS = 100_000
 
 
 def split_evaluation(merged: Evaluation, counts: list[int]) -> list[Evaluation]:
@@ -48,6 +53,30 @@ def split_evaluation(merged: Evaluation, counts: list[int]) -> list[Evaluation]:
     return out
 
 
+class FifoLock:
+    """A lock that waiting threads get in the order they asked for it.
+
+    ``threading.Lock`` wakes waiters in no set order: under load a request could wait
+    behind many that arrived after it, which shows as a long tail of queueing delay.
+    Not reentrant.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = self._serving = 0
+
+    def __enter__(self) -> FifoLock:
+        with self._cond:
+            ticket, self._next = self._next, self._next + 1
+            self._cond.wait_for(lambda: self._serving == ticket)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 @dataclass
 class _Batch:
     texts: list = field(default_factory=list)
@@ -55,6 +84,7 @@ class _Batch:
     counts: list[int] = field(default_factory=list)
     full: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    arrived: list[float] = field(default_factory=list)
     parts: list[Evaluation] | None = None
     error: BaseException | None = None
 
@@ -72,19 +102,33 @@ class Merger:
         compute: held while a batch (or any other work of the actor) runs: one at a time.
     """
 
-    def __init__(self, wait_s: float, max_candidates: int, compute: threading.Lock) -> None:
+    def __init__(self, wait_s: float, max_candidates: int, compute: FifoLock) -> None:
         self.wait_s, self.max_candidates, self.compute = wait_s, max_candidates, compute
         self._lock = threading.Lock()
         self._open: dict[Hashable, _Batch] = {}
         #: merged forwards run, and the requests they served: merging at work.
         self.batches = self.requests = 0
+        #: the latest requests' queueing delays (seconds from arrival to their forward's start,
+        #: merging's wait included) and the latest forwards' sizes in requests.
+        self.delays: deque[float] = deque(maxlen=RECORDS)
+        self.sizes: deque[int] = deque(maxlen=RECORDS)
+        self.running: list[int] = []
+
+    def _started(self, arrived: list[float], counts: list[int]) -> None:
+        #: the candidates of each request in the forward now running (read it in ``evaluate``)
+        self.running = counts
+        now = time.perf_counter()
+        self.batches, self.requests = self.batches + 1, self.requests + len(arrived)
+        self.delays.extend(now - t for t in arrived)
+        self.sizes.append(len(arrived))
 
     def run(self, key: Hashable, text, visual, n: int,
             evaluate: Callable[[object, object], Evaluation]) -> Evaluation:
         """``evaluate(text, visual)`` of ``n`` candidates, possibly in one batch with others."""
         if self.wait_s <= 0:
+            arrived = [time.perf_counter()]
             with self.compute:
-                self.batches, self.requests = self.batches + 1, self.requests + 1
+                self._started(arrived, [n])
                 return evaluate(text, visual)
         with self._lock:
             batch = self._open.get(key)
@@ -95,6 +139,7 @@ class Merger:
             batch.texts.append(text)
             batch.visuals.append(visual)
             batch.counts.append(n)
+            batch.arrived.append(time.perf_counter())
             if sum(batch.counts) >= self.max_candidates:
                 del self._open[key]  # closed: the next request starts a new batch
                 batch.full.set()
@@ -113,8 +158,8 @@ class Merger:
                 del self._open[key]  # closed: later requests start the next batch
         try:
             with self.compute:
+                self._started(batch.arrived, batch.counts)
                 merged = evaluate(_concat(batch.texts), _concat(batch.visuals))
-                self.batches, self.requests = self.batches + 1, self.requests + len(batch.counts)
             batch.parts = split_evaluation(merged, batch.counts)
         except BaseException as exc:  # every request of the batch fails with it
             batch.error = exc

@@ -21,15 +21,12 @@ import torch
 
 from sweep.data import Preprocessing
 from sweep.errors import ModelError
+from sweep.oracle.requests import EMBEDDED_CONFIG, EMBEDDED_WEIGHTS
 from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
 __all__ = ["DTYPES", "EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "LoadedModel", "load_model",
            "pick_device", "register_embedded", "resolve_precision", "split_transform"]
 
-_EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
-#: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
-EMBEDDED_CONFIG = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.json"
-EMBEDDED_WEIGHTS = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.pt"
 #: Each precision's torch dtype.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -7,10 +7,20 @@ is split across the actors that serve its task and gathered in order; a
 smaller one (every checkpoint's validation and test evaluation, CBBT's and
 ZIP's small asks) goes whole to one of them, and so do ``info`` and
 ``zero_shot``: splitting would cost each actor a dispatch (3-5 ms) for a
-fraction of a millisecond of GPU work. Each trial's oracle takes those actors
-in turn from its own starting point, so single requests spread over the
-pool. With ``actors_per_task``, a task is served by that many actors only,
-so that an actor caches only its tasks' images.
+fraction of a millisecond of GPU work. A whole request goes to the less
+loaded of two actors: the next two in the trial's own turn over the task's
+actors (so requests spread, and every actor is looked at in turn), compared
+by the work (candidates x images) each had outstanding when it last replied
+to this trial. Actors report that with every reply, so knowing it costs no
+round trip; it is as old as the trial's last request to the actor ("power of
+two choices", which stale figures do not herd onto one actor). Which actor
+serves a request never changes its result: the request's pieces are fixed by
+its size and the task's actors, and identical devices compute a piece
+identically. With ``actors_per_task``, a task is served by that many actors
+only, so that an actor caches only its tasks' images.
+
+An actor takes requests while one runs (a threaded actor): they queue for
+its device in arrival order (``FifoLock``), or merge (``merge_wait_s``).
 
 Query accounting lives in ``PooledOracle``, in the trial's process: its
 ``QueryMeter`` (the local oracle's, ``sweep.budget``) checks a request against
@@ -33,6 +43,7 @@ for good fail alike; each request is bounded, and the sweep goes on.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -41,22 +52,22 @@ import numpy as np
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec, Metered, QueryMeter
-from sweep.data import PixelCache, few_shot, load_dataset
 from sweep.errors import ConfigError, ModelError, PromptTuningError
 from sweep.keeper import ActorKeeper
-from sweep.oracle.clip_oracle import ClipOracle, check_subset, count_candidates
-from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
-from sweep.oracle.merging import Merger
-from sweep.oracle.models import load_model
-from sweep.oracle.prompted import PromptLayout
+from sweep.oracle.merging import FifoLock, Merger
+from sweep.oracle.requests import PromptLayout, check_subset, count_candidates
 from sweep.spec import ModelSpec
 
-__all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PoolError", "PooledOracle", "TaskKey"]
+# The model's side (torch, open_clip: OracleServer) is imported where it runs, in the
+# actors: a trial's process, which only sends requests, never loads it.
+
+__all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PoolError", "PooledOracle", "ServerBase",
+           "TaskKey"]
 
 #: Requests of at most this many candidates go whole to one actor instead of being split.
 SMALL_REQUEST = 4
-#: Requests an actor takes at once when it merges them.
-MERGING_THREADS = 32
+#: Requests an actor takes at once (queued for its device, or merging).
+ACTOR_THREADS = 32
 
 
 class PoolError(PromptTuningError, RuntimeError):
@@ -73,7 +84,55 @@ class TaskKey:
     seed: int
 
 
-class OracleServer:
+class ServerBase:
+    """What every oracle actor does, whatever computes: it takes requests while one runs,
+    runs them one at a time in arrival order or merged, and tells each caller the work
+    it still has outstanding.
+
+    Args:
+        merge_wait_s: how long a request waits for others to merge with
+            (``sweep.oracle.merging``; 0: one request at a time, no merging).
+        merge_candidates: a merged batch with this many candidates runs at once.
+    """
+
+    def __init__(self, merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
+        # Whatever touches the model or the caches holds this lock: one computation at a time.
+        self._compute = FifoLock()
+        self.merger = Merger(merge_wait_s, merge_candidates, self._compute)
+        self.requests = 0  # requests served: where the pool sends its work
+        self._pending = 0  # work (candidates x images) taken and not finished
+        self._counts = threading.Lock()
+
+    def serve(self, method: str, work: int, *args) -> tuple[Any, int]:
+        """``method(*args)``, and the work outstanding here when it is done (the pool's load figure)."""
+        with self._counts:
+            self.requests += 1
+            self._pending += work
+        try:
+            result = getattr(self, method)(*args)
+        finally:
+            with self._counts:
+                self._pending -= work
+                left = self._pending
+        return result, left
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def queueing(self) -> dict[str, float]:
+        """Of the latest requests: queueing delays (s, arrival to their forward's start, merging's
+        wait included), and requests a forward."""
+        delays, sizes = np.array(self.merger.delays), np.array(self.merger.sizes)
+        if not len(delays):
+            return {"queued_requests": 0}
+        return {"queued_requests": len(delays), "delay_mean_s": float(delays.mean()),
+                "delay_p50_s": float(np.median(delays)),
+                "delay_p95_s": float(np.percentile(delays, 95)), "delay_max_s": float(delays.max()),
+                "requests_per_forward_mean": float(sizes.mean()),
+                "requests_per_forward_max": int(sizes.max())}
+
+
+class OracleServer(ServerBase):
     """The body of an oracle actor: one model, an oracle per (task, layout), no budget.
 
     Args:
@@ -84,18 +143,19 @@ class OracleServer:
             None: the node's default).
         cache_bytes: the budget of what the actor keeps on its device (image features,
             patch embeddings), shared by all its oracles (None: the device's default).
-        merge_wait_s: how long a request waits for others to merge with
-            (``sweep.oracle.merging``; 0: one request at a time, no merging).
-        merge_candidates: a merged batch with this many candidates runs at once.
+        merge_wait_s, merge_candidates: merging, as in ``ServerBase``.
     """
 
     def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None,
                  pixel_folder: str | None = None, cache_bytes: int | None = None,
                  merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
-        import threading
-
         import torch
 
+        from sweep.data import PixelCache
+        from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
+        from sweep.oracle.models import load_model
+
+        super().__init__(merge_wait_s, merge_candidates)
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model_spec, device)
@@ -103,19 +163,17 @@ class OracleServer:
         self.images = ImageStore(self.model, PixelCache(pixel_folder, self.model.pixels[0]),
                                  DeviceCache(budget))
         self._datasets: dict[tuple[str, str | None], Any] = {}
-        self._oracles: dict[tuple[TaskKey, PromptLayout], ClipOracle] = {}
-        self.requests = 0  # requests served: where the pool sends its work
-        # With merging the actor is threaded (several requests wait at once); whatever
-        # touches the model or the caches holds this lock: one computation at a time.
-        self._compute = threading.RLock()
-        self.merger = Merger(merge_wait_s, merge_candidates, self._compute)
+        self._oracles: dict[tuple[TaskKey, PromptLayout], Any] = {}  # ClipOracle
 
-    def _oracle(self, key: TaskKey, layout: PromptLayout) -> ClipOracle:
+    def _oracle(self, key: TaskKey, layout: PromptLayout):
         with self._compute:
             return self._build(key, layout)
 
-    def _build(self, key: TaskKey, layout: PromptLayout) -> ClipOracle:
-        self.requests += 1
+    def _build(self, key: TaskKey, layout: PromptLayout):
+        """The ClipOracle of ``key`` and ``layout``, built on first use."""
+        from sweep.data import few_shot, load_dataset
+        from sweep.oracle.clip_oracle import ClipOracle
+
         oracle = self._oracles.get((key, layout))
         if oracle is None:
             ds_key = (key.dataset, key.data_root)
@@ -130,7 +188,7 @@ class OracleServer:
         with self._compute:
             return self._info(self._build(key, layout))
 
-    def _info(self, oracle: ClipOracle) -> dict[str, Any]:
+    def _info(self, oracle) -> dict[str, Any]:
         return {
             "text_shape": oracle.text_shape,
             "visual_shape": oracle.visual_shape,
@@ -161,9 +219,6 @@ class OracleServer:
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
         with self._compute:
             return self._build(key, layout).zero_shot(split)
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def memory(self) -> dict[str, int]:
         """Bytes this actor keeps on its device, per kind of entry, with the budget; images
@@ -235,10 +290,10 @@ class OraclePool:
         self.actors_per_task = actors_per_task or actors
         if threads_per_actor is None and not gpus_per_actor:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
-        # Merging needs several requests in an actor at once: a threaded actor.
+        # A threaded actor: it takes requests while one runs (they queue in order, or merge).
         options = dict(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
                        max_restarts=max_restarts, max_task_retries=max_task_retries,
-                       max_concurrency=MERGING_THREADS if merge_wait_s > 0 else 1)
+                       max_concurrency=ACTOR_THREADS)
         args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor, pixel_folder,
                 cache_bytes, merge_wait_s, merge_candidates)
         self.model_spec = model_spec
@@ -246,6 +301,9 @@ class OraclePool:
         remote = ray.remote(server).options(**options)
         self.actors = [remote.remote(*args) for _ in range(actors)]
         self.generations = [0] * actors
+        #: each actor's outstanding work as it last told this process (a trial's copy of the
+        #: pool learns it from the replies to its own requests).
+        self.loads = [0] * actors
         # On the driver's node: a lost GPU node must not take the keeper (and the
         # replacements it owns) with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -259,13 +317,15 @@ class OraclePool:
         actors, generations = ray.get(self._keeper.current.remote())
         self.actors, self.generations = list(actors), list(generations)
 
-    def _resolve(self, slot: int, ref, method: str, args: tuple, resubmitted: bool = False) -> Any:
-        """The result of ``ref``, a request to the actor in ``slot``; PoolError if it died."""
+    def _resolve(self, slot: int, ref, args: tuple, resubmitted: bool = False) -> Any:
+        """The result of ``ref``, the request ``serve(*args)`` to the actor in ``slot``; PoolError
+        if it died. Notes the actor's load that came with it."""
         import ray
 
         generation = self.generations[slot]
         try:
-            return _get(ref)
+            result, self.loads[slot] = _get(ref)
+            return result
         except ray.exceptions.ActorDiedError as exc:
             actor, self.generations[slot], replaced = ray.get(
                 self._keeper.replace.remote(slot, generation))
@@ -282,8 +342,8 @@ class OraclePool:
                 f"requests. {_first_line(exc)}") from exc
         # The actor was gone before this request reached it and another request had it
         # replaced: resubmit once, to the replacement.
-        retry = getattr(self.actors[slot], method).remote(*args)
-        return self._resolve(slot, retry, method, args, resubmitted=True)
+        retry = self.actors[slot].serve.remote(*args)
+        return self._resolve(slot, retry, args, resubmitted=True)
 
     def slots(self, key: TaskKey) -> list[int]:
         """The actors that serve ``key``'s task: ``actors_per_task`` of them, from a slot fixed
@@ -292,27 +352,35 @@ class OraclePool:
         first = zlib.crc32(repr(key).encode()) % n if k < n else 0
         return [(first + i) % n for i in range(k)]
 
-    def call(self, method: str, *args, slot: int = 0) -> Any:
-        """Run ``method`` on the actor in ``slot`` (for requests that need no split)."""
-        return self._resolve(slot, getattr(self.actors[slot], method).remote(*args), method, args)
+    def submit(self, slot: int, method: str, work: int, *args) -> Any:
+        """Run ``method(*args)`` on the actor in ``slot``; ``work`` is its size (candidates x images)."""
+        request = (method, work, *args)
+        return self._resolve(slot, self.actors[slot].serve.remote(*request), request)
+
+    def pick(self, slots: list[int]) -> int:
+        """Of the first two of ``slots``, the one with less outstanding work (ties: the first)."""
+        return min(slots[:2], key=lambda slot: self.loads[slot])
 
     def map_candidates(self, method: str, head: tuple, text, visual, tail: tuple, n: int,
-                       features: bool, slots: list[int]) -> Evaluation:
-        """Split n candidates into contiguous pieces, one per actor of ``slots``, and gather them
-        in order; a request of at most ``SMALL_REQUEST`` candidates goes whole to ``slots[0]``.
+                       images: int, features: bool, slots: list[int]) -> Evaluation:
+        """Split n candidates (on ``images`` images each) into contiguous pieces, one per actor of
+        ``slots``, and gather them in order; a request of at most ``SMALL_REQUEST`` candidates
+        goes whole to the less loaded of ``slots[0]`` and ``slots[1]``.
 
         Each actor runs ``method(*head, text_piece, visual_piece, *tail)``.
         """
-        parts = 1 if n <= SMALL_REQUEST else min(n, len(slots))
+        if n <= SMALL_REQUEST:
+            slots, parts = [self.pick(slots)], 1
+        else:
+            parts = min(n, len(slots))
         pieces = np.array_split(np.arange(n), parts)
         jobs = []
         for slot, idx in zip(slots, pieces):
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
-            args = (*head, None if text is None else text[sl],
-                    None if visual is None else visual[sl], *tail)
-            jobs.append((slot, args, getattr(self.actors[slot], method).remote(*args)))
-        return _concat([self._resolve(slot, ref, method, args) for slot, args, ref in jobs],
-                       features)
+            request = (method, len(idx) * images, *head, None if text is None else text[sl],
+                       None if visual is None else visual[sl], *tail)
+            jobs.append((slot, request, self.actors[slot].serve.remote(*request)))
+        return _concat([self._resolve(slot, ref, request) for slot, request, ref in jobs], features)
 
     def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
         self.refresh()
@@ -361,7 +429,7 @@ class PooledOracle(Metered):
         # Each trial's oracle starts the turn at its own actor (a hash of its task and layout:
         # deterministic), so that single requests of concurrent trials spread over the pool.
         self._turn = zlib.crc32(repr((key, layout)).encode())
-        self._info = pool.call("info", key, layout, slot=self._next_slots()[0])
+        self._info = pool.submit(pool.pick(self._next_slots()), "info", 0, key, layout)
         self.meter = QueryMeter(budget, self.train_size, self.num_classes)
 
     def _next_slots(self) -> list[int]:
@@ -390,22 +458,26 @@ class PooledOracle(Metered):
         """Counted like ClipOracle.evaluate: checked and charged once, before dispatch."""
         subset = check_subset(subset, self.train_size)
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+        images = self.train_size if subset is None else len(subset)
         self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
         return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
-                                        (features, subset), n, features, self._next_slots())
+                                        (features, subset), n, images, features, self._next_slots())
 
     def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False) -> Evaluation:
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         if split not in self._info["split_sizes"]:
             raise ConfigError(f"split must be one of {tuple(self._info['split_sizes'])}; got {split!r}")
-        self.meter.charge_eval(n, self._info["split_sizes"][split])
+        images = self._info["split_sizes"][split]
+        self.meter.charge_eval(n, images)
         return self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
-                                        _f32(visual), (features,), n, features, self._next_slots())
+                                        _f32(visual), (features,), n, images, features,
+                                        self._next_slots())
 
     def zero_shot(self, split: str = "test") -> Evaluation:
-        self.meter.charge_eval(1, self._info["split_sizes"].get(split, self.train_size))
-        return self.pool.call("zero_shot", self.key, self.layout, split,
-                              slot=self._next_slots()[0])
+        images = self._info["split_sizes"].get(split, self.train_size)
+        self.meter.charge_eval(1, images)
+        return self.pool.submit(self.pool.pick(self._next_slots()), "zero_shot", images, self.key,
+                                self.layout, split)
 
     def gradient(self, *args, **kwargs):
         raise ModelError("gradient() needs a glass-box oracle: a local ClipOracle, not the pool")

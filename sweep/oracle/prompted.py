@@ -22,37 +22,15 @@ token count so that memory stays bounded for many classes and candidates.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from sweep.oracle.requests import PromptLayout
 from sweep.oracle.shared_prefix import prefix_text_features, suffix_blocks, supports
 from sweep.errors import ConfigError, ModelError
 
 __all__ = ["PromptLayout", "PromptedCLIP"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PromptLayout:
-    """Where the tuned prompt goes. Context tokens are shared by all classes."""
-
-    #: number of text context tokens inserted after the start token.
-    n_text: int = 8
-    #: number of visual prompt tokens inserted after the class token (ViT only).
-    n_visual: int = 0
-    #: one prompt per layer (VPT-deep) instead of one at the input.
-    deep: bool = False
-    #: phrase whose token embeddings initialise the context (its length must be n_text).
-    text_init: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("n_text", "n_visual"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
-                raise ConfigError(f"prompt layout: {name} must be an integer in [0, 64]; got {value!r}")
-        if self.text_init is not None and self.n_text == 0:
-            raise ConfigError("prompt layout: text_init needs n_text > 0")
 
 
 def _tower_text(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 import methods
 from methods.base import Method
 from sweep.budget import BudgetSpec
 from sweep.data import FewShot
-from sweep.oracle import ClipOracle, LoadedModel, PooledOracle, PromptLayout
+from sweep.oracle import PromptLayout
 from sweep.run.loop import RunResult, SplitScorer, run_method
 from sweep.run.objective import PromptObjective
+
+if TYPE_CHECKING:  # the model's side loads torch: imported where a local run needs it
+    from sweep.oracle import ClipOracle, LoadedModel, PooledOracle
 
 __all__ = ["DEFAULT_BUDGETS", "Run", "assemble", "build_run", "default_budget", "layout_of",
            "run_once"]
@@ -68,6 +72,8 @@ def layout_of(config) -> PromptLayout:
 def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,
               budget: BudgetSpec | None, seed: int) -> Run:
     """Method ``name`` with hyperparameters ``params`` on ``model`` and ``task``, seeded."""
+    from sweep.oracle import ClipOracle
+
     registry = methods.REGISTRY
     config = registry.make_config(name, params or {})
     method_cls = registry.entry(name).method_cls
@@ -87,6 +93,8 @@ def assemble(name: str, config, oracle, seed: int) -> Run:
 
 def run_once(run: Run, checkpoints: int = 8, on_checkpoint=None) -> RunResult:
     """Run to the budget, seeding torch for methods that draw from it."""
+    import torch
+
     torch.manual_seed(run.method.seed)
     np.random.seed(run.method.seed % 2**32)
     return run_method(run.method, run.objective, run.scorer, checkpoints, on_checkpoint)

@@ -10,13 +10,14 @@ every finished trial through ``sweep.results``. A trial
 """
 
 from sweep.tuning.cost import DEVICES, Architecture, plan_cost
-from sweep.tuning.driver import run_sweep, start_ray
+from sweep.tuning.driver import ACTOR_REPORT, run_sweep, start_ray
 from sweep.tuning.groups import GROUP, SAMPLE, GroupedScheduler, GroupedSearcher, SettingSource
 from sweep.tuning.plan import Group, SweepPlan, plan_sweep
 from sweep.tuning.preflight import check_inputs
 from sweep.tuning.trial import SeedOutcome, TrialSetting, run_setting, tune_trainable
 
 __all__ = [
+    "ACTOR_REPORT",
     "DEVICES",
     "GROUP",
     "SAMPLE",

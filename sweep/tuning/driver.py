@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sweep.oracle import OraclePool
+from sweep.oracle import OraclePool, OracleServer
 from sweep.results import ResultsWriter, remove_incomplete
 from sweep.spec import SweepSpec
 from sweep.tuning.callbacks import ResultsCallback, stop_on_error, tune_callback
@@ -28,7 +28,7 @@ from sweep.tuning.plan import Group, plan_sweep
 from sweep.tuning.preflight import check_inputs
 from sweep.tuning.trial import TrialSetting, tune_trainable
 
-__all__ = ["run_sweep", "start_ray"]
+__all__ = ["ACTOR_REPORT", "run_sweep", "start_ray"]
 
 
 def _source(spec: SweepSpec, group: Group) -> SettingSource:
@@ -64,6 +64,20 @@ def _scheduler(spec: SweepSpec, group: Group):
                          reduction_factor=spec.search.reduction_factor)
 
 
+def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[float] | None:
+    """Each group's estimated device seconds a trial (``sweep.tuning.cost``, on an A10G: only
+    their ratios matter), or None where the cost model does not know the model or a data set."""
+    from sweep.errors import ConfigError
+    from sweep.tuning.cost import DEVICES, Architecture, group_cost
+
+    try:
+        arch = Architecture.of(spec.model)
+        return [group_cost(spec, g, arch, DEVICES["a10g"]).gpu_s / max(1, g.samples * len(g.seeds))
+                for g in groups]
+    except ConfigError:
+        return None  # the groups take turns instead
+
+
 def start_ray(address: str | None = None) -> None:
     """Join a cluster (``address``), or start a private local Ray on the loopback address."""
     import ray
@@ -85,9 +99,33 @@ def start_ray(address: str | None = None) -> None:
                  object_store_memory=512 * 1024 * 1024)
 
 
+#: What each oracle actor did, written beside the results at the end of a sweep.
+ACTOR_REPORT = "actors.json"
+
+
+def _write_actor_report(pool: OraclePool, path: Path) -> None:
+    """Each actor's requests, forwards, device cache and queueing delays (``ServerBase``)."""
+    import json
+
+    import ray
+
+    pool.refresh()  # the replacements of actors gone for good
+    reports = []
+    for actor in pool.actors:
+        try:
+            reports.append({**ray.get(actor.memory.remote()), **ray.get(actor.queueing.remote())})
+        except ray.exceptions.RayActorError as exc:  # died since its last request: say so
+            reports.append({"error": str(exc).strip().splitlines()[0]})
+    path.write_text(json.dumps({"actors": reports}, indent=1) + "\n")
+
+
 def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
-              results_root: str | Path = "results", progress: bool = True) -> Path:
+              results_root: str | Path = "results", progress: bool = True,
+              server: type = OracleServer) -> Path:
     """Run the sweep of ``spec`` to completion; returns its results folder.
+
+    ``server`` is the oracle actors' class (a stand-in whose ``needs_data`` is false,
+    like ``bench.cluster``'s simulated GPUs, skips the check of the data and images).
 
     Raises:
         ConfigError, DataError, ModelError: bad input (results to overwrite, a data
@@ -103,7 +141,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
-    if plan.groups:
+    if plan.groups and getattr(server, "needs_data", True):
         check_inputs(spec, progress)  # before anything is removed, written or started
     if resume and plan.state is not None:
         print(plan.state.summary())
@@ -118,7 +156,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                       cpus_per_actor=spec.resources.cpus_per_actor,
                       pixel_folder=spec.data.cache, cache_bytes=spec.resources.cache_bytes,
                       actors_per_task=spec.resources.actors_per_task,
-                      merge_wait_s=spec.resources.merge_wait_ms / 1000)
+                      merge_wait_s=spec.resources.merge_wait_ms / 1000, server=server)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
@@ -133,7 +171,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
             tune_config=tune.TuneConfig(metric="val_acc", mode="max",
                                         search_alg=GroupedSearcher(
-                                            [_source(spec, g) for g in plan.groups], "val_acc", "max"),
+                                            [_source(spec, g) for g in plan.groups], "val_acc", "max",
+                                            _trial_costs(spec, plan.groups)),
                                         scheduler=GroupedScheduler(
                                             [_scheduler(spec, g) for g in plan.groups]),
                                         num_samples=sum(g.samples for g in plan.groups),
@@ -149,6 +188,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         tuner.fit()
         if callback.error is not None:
             raise callback.error
+        _write_actor_report(pool, plan.results_dir / ACTOR_REPORT)
     finally:
         bar.close()
         pool.shutdown()

@@ -61,22 +61,31 @@ class SettingSource:
 
 
 class GroupedSearcher(Searcher):
-    """Every group's settings, in turn (group 0, 1, ..., 0, 1, ...), until each has handed out its own."""
+    """Every group's settings, until each has handed out its own: in turn (group 0, 1, ...,
+    0, 1, ...), or, given each group's ``costs`` (a trial's estimated device time), from the
+    group with the most work left (remaining settings x cost), so that the longest trials
+    start first and the sweep does not end waiting on one (longest-processing-time first)."""
 
-    def __init__(self, sources: list[SettingSource], metric: str, mode: str) -> None:
+    def __init__(self, sources: list[SettingSource], metric: str, mode: str,
+                 costs: list[float] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.sources = sources
+        self.costs = costs
         self._owner: dict[str, int] = {}
         self._turn = 0
+
+    def _order(self) -> list[int]:
+        n = len(self.sources)
+        if self.costs is None:
+            return [(self._turn + step) % n for step in range(n)]
+        return sorted(range(n), key=lambda g: (-self.sources[g].remaining * self.costs[g], g))
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:
         return True  # each group's searcher was built with the sweep's metric and mode
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        n = len(self.sources)
-        for step in range(n):
-            group = (self._turn + step) % n
+        for group in self._order():
             source = self.sources[group]
             if source.remaining <= 0:
                 continue

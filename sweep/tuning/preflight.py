@@ -23,7 +23,6 @@ would only add seconds (sklearn, open_clip) to every sweep's start.
 from __future__ import annotations
 
 from sweep.data import DATASETS, PixelCache, few_shot, load_dataset
-from sweep.oracle import load_model
 from sweep.spec import EMBEDDED_MODEL, SweepSpec
 
 __all__ = ["check_inputs"]
@@ -37,6 +36,8 @@ def check_inputs(spec: SweepSpec, progress: bool = True) -> None:
             too few images for a draw, or an image of a draw cannot be decoded.
         ModelError: the model cannot be built or its weights cannot be loaded.
     """
+    from sweep.oracle import load_model  # torch: the driver's, not a trial's
+
     on_disk = [name for name in spec.data.datasets if DATASETS[name].needs_root]
     model = spec.model
     if not on_disk and model.name == EMBEDDED_MODEL and model.checkpoint is None:

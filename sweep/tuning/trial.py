@@ -23,7 +23,7 @@ import numpy as np
 import methods
 from sweep.budget import BudgetSpec, CheckpointRecord
 from sweep.data import few_shot, load_dataset
-from sweep.oracle import ClipOracle, OraclePool, TaskKey, load_model
+from sweep.oracle import OraclePool, TaskKey
 from sweep.results import TrialOutcome
 from sweep.run import PromptObjective, RunResult, assemble, iter_run, layout_of
 from sweep.spec import ModelSpec
@@ -86,6 +86,8 @@ def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
     if pool is not None:
         oracle = pool.oracle(key, layout, setting.budget)
     else:  # local: for tests and single-process use
+        from sweep.oracle import ClipOracle, load_model
+
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, seed)
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
     run = assemble(setting.method, config, oracle, seed)

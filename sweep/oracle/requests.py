@@ -1,0 +1,89 @@
+"""What a request to an oracle is: where its prompts go (``PromptLayout``) and the checks of its
+arrays; and where the embedded model's files are (its config is read by the cost model).
+
+Torch-free, so that a trial's process, which only sends requests to the pool,
+never loads torch or open_clip for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sweep.errors import ConfigError, ModelError
+from sweep.spec import EMBEDDED_MODEL
+
+__all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "check_subset", "count_candidates"]
+
+_EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
+#: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
+EMBEDDED_CONFIG = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.json"
+EMBEDDED_WEIGHTS = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.pt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptLayout:
+    """Where the tuned prompt goes. Context tokens are shared by all classes."""
+
+    #: number of text context tokens inserted after the start token.
+    n_text: int = 8
+    #: number of visual prompt tokens inserted after the class token (ViT only).
+    n_visual: int = 0
+    #: one prompt per layer (VPT-deep) instead of one at the input.
+    deep: bool = False
+    #: phrase whose token embeddings initialise the context (its length must be n_text).
+    text_init: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_text", "n_visual"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
+                raise ConfigError(f"prompt layout: {name} must be an integer in [0, 64]; got {value!r}")
+        if self.text_init is not None and self.n_text == 0:
+            raise ConfigError("prompt layout: text_init needs n_text > 0")
+
+
+def count_candidates(layout: PromptLayout, text_shape: tuple[int, ...], visual_shape: tuple[int, ...],
+                     text, visual) -> int:
+    """Check prompt arrays against the layout and return the number of candidates n.
+
+    Raises:
+        ModelError: a prompt is missing, unexpected, or of the wrong shape.
+    """
+    n = None
+    for name, value, shape, size in (("text", text, text_shape, layout.n_text),
+                                      ("visual", visual, visual_shape, layout.n_visual)):
+        if size == 0:
+            if value is not None and np.size(value) > 0:
+                raise ModelError(f"{name} prompts were given but the layout has n_{name} = 0")
+            continue
+        if value is None:
+            raise ModelError(f"the layout has {size} {name} tokens: {name} prompts are required")
+        got = tuple(value.shape)
+        if len(got) != len(shape) + 1 or got[1:] != shape:
+            raise ModelError(f"{name} prompts must have shape (n, {', '.join(map(str, shape))}); got {got}")
+        if n is not None and got[0] != n:
+            raise ModelError(f"text and visual prompts disagree on the number of candidates: {n} vs {got[0]}")
+        n = got[0]
+    if n is None:
+        raise ModelError("the layout has no prompt tokens: nothing to evaluate")
+    if n == 0:
+        raise ModelError("a request needs at least one candidate")
+    return n
+
+
+def check_subset(subset, train_size: int) -> np.ndarray | None:
+    """A mini-batch's training indices as int64 (None: the whole training set).
+
+    Raises:
+        ConfigError: not a non-empty 1-d array of indices in [0, train_size).
+    """
+    if subset is None:
+        return None
+    idx = np.asarray(subset, dtype=np.int64)
+    if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= train_size:
+        raise ConfigError(f"subset must be a non-empty 1-d array of training indices in "
+                          f"[0, {train_size}); got shape {idx.shape}")
+    return idx
