@@ -376,7 +376,7 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_no_partial_part(ray_sessi
     sweep_dir = tmp_path / "results" / "ok"
     for table in ("trials", "curves"):
         assert list((sweep_dir / table).iterdir()) == []  # no part, no temporary
-    # The first trial's write failed: the sweep stopped there, bbt never ran.
+    # The first trial's write failed: the sweep stopped there, the other group never ran.
     assert "done:" not in out
     ran = [p.name for p in (sweep_dir / ".tune" / "ok").glob("tune_trainable_*")]
-    assert len(ran) == 1 and "group=0" in ran[0], ran
+    assert len(ran) == 1, ran
