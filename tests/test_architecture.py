@@ -168,24 +168,25 @@ def test_no_module_over_500_lines():
     assert long == {}
 
 
-@pytest.mark.parametrize("module", ["sweep.report", "sweep.results", "sweep.errors"])
-def test_light_leaves_load_neither_torch_nor_ray(module):
-    # A fresh interpreter: what importing the module pulls in.
+def _heavy_imports(module: str, heavy: set[str]) -> str:
+    """What of ``heavy`` importing ``module`` pulls in, in a fresh interpreter."""
     code = (f"import sys, {module}\n"
-            "heavy = {'torch', 'ray', 'open_clip', 'optuna'}\n"
-            "print(','.join(sorted({n.split('.')[0] for n in sys.modules} & heavy)))\n")
+            f"heavy = {sorted(heavy)!r}\n"
+            "print(','.join(sorted({n.split('.')[0] for n in sys.modules} & set(heavy))))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
-    assert out.stdout.strip() == "", f"import {module} loaded {out.stdout.strip()}"
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("module", ["sweep.report", "sweep.results", "sweep.errors"])
+def test_light_leaves_load_neither_torch_nor_ray(module):
+    loaded = _heavy_imports(module, {"torch", "ray", "open_clip", "optuna"})
+    assert loaded == "", f"import {module} loaded {loaded}"
 
 
 @pytest.mark.parametrize("module", ["sweep.tuning.trial", "sweep.oracle.pool"])
 def test_a_trial_process_loads_no_model(module):
     # A trial only sends requests to the pool: torch and open_clip (500 MB and more of
     # memory per process) are the actors' and the driver's, and CBBT's adapter's.
-    code = (f"import sys, {module}\n"
-            "heavy = {'torch', 'open_clip'}\n"
-            "print(','.join(sorted({n.split('.')[0] for n in sys.modules} & heavy)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=ROOT)
-    assert out.stdout.strip() == "", f"import {module} loaded {out.stdout.strip()}"
+    loaded = _heavy_imports(module, {"torch", "open_clip"})
+    assert loaded == "", f"import {module} loaded {loaded}"
