@@ -180,10 +180,11 @@ class SimulatedServer(ServerBase):
         return self._serve(merge, key, layout, text, visual, features, images, offset)
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
-                       features: bool) -> Evaluation:
+                       features: bool, images: tuple[int, int] | None = None) -> Evaluation:
         offset = {"val": 0.02, "test": 0.04}[split]
-        return self._serve((split, key, layout, features), key, layout, text, visual, features,
-                           self._sizes(key)[split], offset)
+        count = self._sizes(key)[split] if images is None else images[1] - images[0]
+        return self._serve((split, key, layout, features, images), key, layout, text, visual,
+                           features, count, offset)
 
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
         text = np.zeros((1, *self.info(key, layout)["text_shape"]), np.float32)

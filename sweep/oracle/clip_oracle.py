@@ -132,6 +132,7 @@ class ClipOracle(Metered):
             name: torch.as_tensor(split.labels, device=self.device)
             for name, split in (("train", task.train), ("val", task.val), ("test", task.test))
         }
+        self._pieces: dict[str, Split] = {}  # ranges of val or test images, by name
 
     # --------------------------------------------------------------- shapes
     @property
@@ -210,7 +211,22 @@ class ClipOracle(Metered):
                 tensor(visual) if self.layout.n_visual else None, n)
 
     def _split(self, name: str) -> Split:
-        return {"train": self.task.train, "val": self.task.val, "test": self.task.test}[name]
+        splits = {"train": self.task.train, "val": self.task.val, "test": self.task.test}
+        return splits[name] if name in splits else self._pieces[name]
+
+    def _piece(self, split: str, images: tuple[int, int]) -> str:
+        """The name of images ``start:stop`` of ``split`` as a split of their own (kept, so that
+        the device cache knows it again)."""
+        start, stop = (int(i) for i in images)
+        size = len(self._split(split))
+        if not 0 <= start < stop <= size:
+            raise ConfigError(f"images must be a range (start, stop) in [0, {size}] with "
+                              f"start < stop; got {images!r}")
+        name = f"{split}[{start}:{stop}]"
+        if name not in self._pieces:
+            self._pieces[name] = self._split(split).subset(np.arange(start, stop))
+            self._labels[name] = self._labels[split][start:stop]
+        return name
 
     # --------------------------------------------------------------- features
     def _text_feats(self, text: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -312,14 +328,19 @@ class ClipOracle(Metered):
         ev, _ = self._score("train", text, visual, self._charge(text, visual, subset), features)
         return ev
 
-    def evaluate_split(self, split: str, text=None, visual=None, *,
-                       features: bool = False) -> Evaluation:
-        """Score candidates on validation or test. Counted in ``eval_used``, never in the budget."""
+    def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False,
+                       images: tuple[int, int] | None = None) -> Evaluation:
+        """Score candidates on validation or test. Counted in ``eval_used``, never in the budget.
+
+        ``images``: only the split's images ``start:stop`` (the pool's pieces of a large
+        evaluation); default: all of them.
+        """
         if split not in _SPLITS:
             raise ConfigError(f"split must be one of {_SPLITS}; got {split!r}")
+        name = split if images is None else self._piece(split, images)
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
-        self.meter.charge_eval(n, len(self._split(split)))
-        ev, _ = self._score(split, text, visual, None, features)
+        self.meter.charge_eval(n, len(self._split(name)))
+        ev, _ = self._score(name, text, visual, None, features)
         return ev
 
     def zero_shot(self, split: str = "test", template: str | None = None) -> Evaluation:

@@ -7,7 +7,10 @@ is split across the actors that serve its task and gathered in order; a
 smaller one (every checkpoint's validation and test evaluation, CBBT's and
 ZIP's small asks) goes whole to one of them, and so do ``info`` and
 ``zero_shot``: splitting would cost each actor a dispatch (3-5 ms) for a
-fraction of a millisecond of GPU work. A whole request goes to the less
+fraction of a millisecond of GPU work. A small validation or test request
+with visual prompts on many images (a checkpoint's test evaluation on
+Food101 is 30,300 passes of the image tower: seconds of one GPU) is split by
+images instead, in pieces fixed by the request (``map_images``). A whole request goes to the less
 loaded of two actors: the next two in the trial's own turn over the task's
 actors (so requests spread, and every actor is looked at in turn), compared
 by the work (candidates x images) each had outstanding when it last replied
@@ -68,6 +71,10 @@ __all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PoolError", "PooledOr
 SMALL_REQUEST = 4
 #: Requests an actor takes at once (queued for its device, or merging).
 ACTOR_THREADS = 32
+#: A small validation or test request with visual prompts on more images than this is split by
+#: images into pieces of at most this many (a single candidate on Food101's 30,300 test images
+#: is seconds of one GPU's time; a piece of 2,048 is still far above a request's dispatch).
+IMAGE_PIECE = 2048
 
 
 class PoolError(PromptTuningError, RuntimeError):
@@ -210,11 +217,11 @@ class OracleServer(ServerBase):
             text=t, visual=v, features=features, subset=subset))
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
-                       features: bool) -> Evaluation:
+                       features: bool, images: tuple[int, int] | None = None) -> Evaluation:
         oracle = self._oracle(key, layout)
-        return self.merger.run((split, key, layout, features), text, visual, _rows(text, visual),
-                               lambda t, v: oracle.evaluate_split(split, text=t, visual=v,
-                                                                  features=features))
+        return self.merger.run((split, key, layout, features, images), text, visual,
+                               _rows(text, visual), lambda t, v: oracle.evaluate_split(
+                                   split, text=t, visual=v, features=features, images=images))
 
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
         with self._compute:
@@ -231,6 +238,24 @@ class OracleServer(ServerBase):
 
 def _rows(text, visual) -> int:
     return len(text if text is not None else visual)
+
+
+def _combine_images(parts: list[Evaluation], sizes: list[int], features: bool) -> Evaluation:
+    """One Evaluation from pieces of the same candidates on consecutive ranges of images (``sizes``
+    images each): losses the image-weighted mean of the pieces' means, accuracies from the
+    pieces' counts of correct images, features and labels in image order."""
+    m = np.array(sizes, dtype=np.float64)[:, None]
+    losses = (np.stack([p.losses for p in parts]) * m).sum(axis=0) / m.sum()
+    correct = np.rint(np.stack([p.accuracies for p in parts]) * m).sum(axis=0)
+    out = Evaluation(losses=losses, accuracies=correct / m.sum())
+    if not features:
+        return out
+    first = parts[0]
+    return Evaluation(losses=out.losses, accuracies=out.accuracies,
+                      text_features=first.text_features,
+                      image_features=np.concatenate([p.image_features for p in parts], axis=1),
+                      labels=np.concatenate([p.labels for p in parts]),
+                      logit_scale=first.logit_scale)
 
 
 def _concat(parts: list[Evaluation], features: bool) -> Evaluation:
@@ -271,6 +296,8 @@ class OraclePool:
         merge_wait_s: how long an actor lets a request wait for others of the same task to
             merge with (0: no merging; each actor serves one request at a time).
         merge_candidates: a merged batch with this many candidates runs at once.
+        image_piece: a small validation or test request with visual prompts on more images
+            than this is split by images (``map_images``).
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
@@ -278,7 +305,8 @@ class OraclePool:
                  max_restarts: int = 3, max_task_retries: int = 3,
                  server: type = OracleServer, pixel_folder: str | None = None,
                  cache_bytes: int | None = None, actors_per_task: int | None = None,
-                 merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
+                 merge_wait_s: float = 0.0, merge_candidates: int = 256,
+                 image_piece: int = IMAGE_PIECE) -> None:
         import ray
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -288,6 +316,9 @@ class OraclePool:
         if actors_per_task is not None and not 1 <= actors_per_task <= actors:
             raise ConfigError(f"actors_per_task must be in [1, {actors}]; got {actors_per_task}")
         self.actors_per_task = actors_per_task or actors
+        if image_piece < 1:
+            raise ConfigError(f"image_piece must be at least 1; got {image_piece}")
+        self.image_piece = image_piece
         if threads_per_actor is None and not gpus_per_actor:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
         # A threaded actor: it takes requests while one runs (they queue in order, or merge).
@@ -382,6 +413,22 @@ class OraclePool:
             jobs.append((slot, request, self.actors[slot].serve.remote(*request)))
         return _concat([self._resolve(slot, ref, request) for slot, request, ref in jobs], features)
 
+    def map_images(self, head: tuple, text, visual, features: bool, n: int, images: int,
+                   slots: list[int]) -> Evaluation:
+        """``evaluate_split(*head, text, visual, features)`` of n candidates on ``images`` images,
+        split into ceil(images / image_piece) consecutive ranges of images served by ``slots`` in
+        turn, and combined (``_combine_images``). The pieces depend on the request alone, so
+        the number of actors never changes the result; the combined loss equals the whole
+        evaluation's to float rounding (a weighted mean of means)."""
+        pieces = np.array_split(np.arange(images), -(-images // self.image_piece))
+        jobs = []
+        for i, idx in enumerate(pieces):
+            slot, span = slots[i % len(slots)], (int(idx[0]), int(idx[-1]) + 1)
+            request = ("evaluate_split", n * len(idx), *head, text, visual, features, span)
+            jobs.append((slot, request, self.actors[slot].serve.remote(*request)))
+        parts = [self._resolve(slot, ref, request) for slot, request, ref in jobs]
+        return _combine_images(parts, [len(idx) for idx in pieces], features)
+
     def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
         self.refresh()
         return PooledOracle(self, key, layout, budget)
@@ -469,6 +516,10 @@ class PooledOracle(Metered):
             raise ConfigError(f"split must be one of {tuple(self._info['split_sizes'])}; got {split!r}")
         images = self._info["split_sizes"][split]
         self.meter.charge_eval(n, images)
+        if visual is not None and n <= SMALL_REQUEST and images > self.pool.image_piece:
+            # Each image costs a pass of the image tower: a large split goes out in pieces.
+            return self.pool.map_images((self.key, self.layout, split), _f32(text), _f32(visual),
+                                        features, n, images, self._next_slots())
         return self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
                                         _f32(visual), (features,), n, images, features,
                                         self._next_slots())
