@@ -41,3 +41,35 @@ def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
         assert abs(zo["cosine_minus_cpu_fp32"]) < 0.02
         for speed in result["precisions"][precision]["speed"].values():
             assert speed["candidates_per_s"] > 0 and speed["peak_memory_mb"] > 0
+
+
+def test_the_simulated_gpus_answer_like_an_oracle_and_charge_the_cost_model():
+    """bench.simulated: deterministic answers that do not depend on how requests are cut
+    (merged, split by images), and a cost that grows with the work."""
+    from bench.simulated import FORWARD_S, simulated_server
+    from sweep.oracle import PromptLayout, TaskKey
+    from sweep.oracle.pool import _combine_images
+    from sweep.spec import ModelSpec
+    from sweep.tuning import DEVICES
+
+    server = simulated_server(DEVICES["a10g"], time_scale=0.0)(ModelSpec(name="ViT-B-32"))
+    key, layout = TaskKey("Food101", None, 16, 1), PromptLayout(n_text=4, n_visual=4)
+    info = server.info(key, layout)
+    rng = np.random.default_rng(0)
+    text = rng.normal(0, 0.02, (3, *info["text_shape"])).astype(np.float32)
+    visual = rng.normal(0, 0.02, (3, *info["visual_shape"])).astype(np.float32)
+    whole = server.evaluate_split(key, layout, "test", text, visual, False)
+    one = server.evaluate_split(key, layout, "test", text[1:2], visual[1:2], False)
+    np.testing.assert_array_equal(one.losses, whole.losses[1:2])  # a candidate's alone
+    size = info["split_sizes"]["test"]
+    pieces = [(0, 10_000), (10_000, size)]
+    parts = [server.evaluate_split(key, layout, "test", text, visual, False, p) for p in pieces]
+    combined = _combine_images(parts, [b - a for a, b in pieces], False)
+    np.testing.assert_allclose(combined.losses, whole.losses, rtol=1e-6)
+    # The cost model: a floor per forward, then linear in candidates x images with visual prompts.
+    seconds = [server.forward_seconds(key, layout, n, images, False)
+               for n, images in ((1, 1000), (2, 1000), (1, 2000))]
+    assert seconds[0] > FORWARD_S
+    assert seconds[1] - FORWARD_S == pytest.approx(2 * (seconds[0] - FORWARD_S), rel=1e-6)
+    assert seconds[2] - FORWARD_S == pytest.approx(2 * (seconds[0] - FORWARD_S), rel=0.05)
+    assert server.busy_s > 0 and server.requests == 0  # served directly, not through serve()

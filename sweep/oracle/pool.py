@@ -31,7 +31,10 @@ the budget and counts it once, before it is dispatched. The actors serve
 unlimited oracles whose counts no one reads. Only numpy arrays (prompts,
 losses, features) cross the wire.
 
-When an actor dies, Ray restarts it and resubmits its lost tasks, up to
+When an actor's node is lost, Ray starts the actor again on another node and
+its requests are resubmitted once it serves (for as long as
+``unavailable_timeout_s``); they were counted once, before dispatch. When an
+actor dies, Ray restarts it and resubmits its lost tasks, up to
 ``max_task_retries`` times per request; a retried task is not a new request,
 so nothing is counted twice and nothing is lost. A request that kills its
 actor every time fails with ``PoolError`` (its trial becomes a ``failed``
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +68,8 @@ from sweep.spec import ModelSpec
 # The model's side (torch, open_clip: OracleServer) is imported where it runs, in the
 # actors: a trial's process, which only sends requests, never loads it.
 
-__all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PoolError", "PooledOracle", "ServerBase",
-           "TaskKey"]
+__all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PlacementError", "PoolError",
+           "PooledOracle", "ServerBase", "TaskKey"]
 
 #: Requests of at most this many candidates go whole to one actor instead of being split.
 SMALL_REQUEST = 4
@@ -79,6 +83,10 @@ IMAGE_PIECE = 2048
 
 class PoolError(PromptTuningError, RuntimeError):
     """A request failed: its oracle actor died serving it more often than the pool retries."""
+
+
+class PlacementError(PoolError):
+    """Oracle actors did not start in time: the GPUs (or CPUs) they ask for never came."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +306,8 @@ class OraclePool:
         merge_candidates: a merged batch with this many candidates runs at once.
         image_piece: a small validation or test request with visual prompts on more images
             than this is split by images (``map_images``).
+        unavailable_timeout_s: how long a request waits for an actor that is unavailable
+            (its node lost: Ray starts it again elsewhere) to serve again.
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
@@ -306,7 +316,7 @@ class OraclePool:
                  server: type = OracleServer, pixel_folder: str | None = None,
                  cache_bytes: int | None = None, actors_per_task: int | None = None,
                  merge_wait_s: float = 0.0, merge_candidates: int = 256,
-                 image_piece: int = IMAGE_PIECE) -> None:
+                 image_piece: int = IMAGE_PIECE, unavailable_timeout_s: float = 900.0) -> None:
         import ray
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -319,6 +329,7 @@ class OraclePool:
         if image_piece < 1:
             raise ConfigError(f"image_piece must be at least 1; got {image_piece}")
         self.image_piece = image_piece
+        self.unavailable_timeout_s = unavailable_timeout_s
         if threads_per_actor is None and not gpus_per_actor:
             threads_per_actor = max(1, (os.cpu_count() or 1) // actors)
         # A threaded actor: it takes requests while one runs (they queue in order, or merge).
@@ -328,6 +339,7 @@ class OraclePool:
         args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor, pixel_folder,
                 cache_bytes, merge_wait_s, merge_candidates)
         self.model_spec = model_spec
+        self._asks = (gpus_per_actor, cpus_per_actor)
         self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
         remote = ray.remote(server).options(**options)
         self.actors = [remote.remote(*args) for _ in range(actors)]
@@ -340,6 +352,27 @@ class OraclePool:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self._keeper = ray.remote(ActorKeeper).options(num_cpus=0, scheduling_strategy=here).remote(
             cloudpickle.dumps((server, options, args)), self.actors)
+
+    def wait_started(self, timeout_s: float) -> None:
+        """Wait until every actor has started (placed on a node, its model loaded).
+
+        Raises:
+            PlacementError: some had not within ``timeout_s``; every actor is stopped.
+        """
+        import ray
+
+        refs = [actor.pid.remote() for actor in self.actors]
+        _, waiting = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        if not waiting:
+            return
+        total = ray.cluster_resources()
+        gpus, cpus = self._asks
+        self.shutdown()
+        raise PlacementError(
+            f"{len(waiting)} of {len(refs)} oracle actors had not started after {timeout_s:g} s "
+            f"([resources] placement_timeout_s): each asks for {gpus:g} GPUs and {cpus:g} CPUs, "
+            f"and the cluster has {total.get('GPU', 0):g} GPUs and {total.get('CPU', 0):g} CPUs "
+            "in all; start the GPU nodes, or ask for what the cluster has")
 
     def refresh(self) -> None:
         """Take the keeper's current actors (a copy pickled before a replacement has the old)."""
@@ -366,6 +399,12 @@ class OraclePool:
                     f"oracle actor {slot} died serving this request and is gone for good "
                     f"(max_restarts={self.max_restarts}); a fresh actor serves later requests. "
                     f"{_first_line(exc)}") from exc
+        except ray.exceptions.ActorUnavailableError as exc:
+            # Not this request's doing (that is a death): the actor's node is gone and Ray is
+            # starting it elsewhere, or it is restarting. Resubmitted once it serves again;
+            # the request was counted once, before dispatch.
+            self._wait_available(slot, exc)
+            return self._resolve(slot, self.actors[slot].serve.remote(*args), args, resubmitted)
         except ray.exceptions.RayActorError as exc:  # restarting; this request's retries are spent
             raise PoolError(
                 f"oracle actor {slot} died serving this request {1 + self.max_task_retries} "
@@ -375,6 +414,25 @@ class OraclePool:
         # replaced: resubmit once, to the replacement.
         retry = self.actors[slot].serve.remote(*args)
         return self._resolve(slot, retry, args, resubmitted=True)
+
+    def _wait_available(self, slot: int, cause: BaseException) -> None:
+        """Wait until the actor in ``slot`` answers again (or has died for good: the caller's
+        resubmission then finds it replaced); PoolError after ``unavailable_timeout_s``."""
+        import ray
+
+        deadline = time.monotonic() + self.unavailable_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actors[slot].pid.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except ray.exceptions.ActorDiedError:
+                return
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                time.sleep(0.5)
+        raise PoolError(f"oracle actor {slot} has not served again after "
+                        f"{self.unavailable_timeout_s:g} s ([resources] placement_timeout_s): "
+                        f"its node was lost and no node with what it asks for came. "
+                        f"{_first_line(cause)}") from cause
 
     def slots(self, key: TaskKey) -> list[int]:
         """The actors that serve ``key``'s task: ``actors_per_task`` of them, from a slot fixed

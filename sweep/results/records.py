@@ -85,6 +85,8 @@ class TrialOutcome:
     stop_reasons: Mapping[str, str] = field(default_factory=dict)
     nonfinite_losses: int = 0
     wall_s: float | None = None
+    #: how often the trial went on from a budget checkpoint after its process was lost.
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able): what crosses from the worker to the driver."""
@@ -92,7 +94,8 @@ class TrialOutcome:
                 "device": self.device, "started_at": self.started_at,
                 "checkpoints": [checkpoint_row(c) for c in self.checkpoints],
                 "stop_reasons": dict(self.stop_reasons),
-                "nonfinite_losses": self.nonfinite_losses, "wall_s": self.wall_s}
+                "nonfinite_losses": self.nonfinite_losses, "wall_s": self.wall_s,
+                "restarts": self.restarts}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialOutcome:
@@ -154,6 +157,9 @@ class TrialRecord:
     checkpoints: Sequence[CheckpointRecord] = ()
     stop_reasons: Mapping[str, Any] = field(default_factory=dict)
     nonfinite_losses: int = 0
+    #: how often the trial went on from a budget checkpoint after its process was lost (the
+    #: queries its lost process made after that checkpoint were served again, counted once).
+    restarts: int = 0
     wall_s: float | None = None
     device: str | None = None
     #: a timezone-aware datetime, or epoch seconds (``time.time()``).
@@ -213,7 +219,7 @@ class TrialRecord:
         if trial_error and status != "completed":
             status = "failed"
         identity.update(device=outcome.device, nonfinite_losses=outcome.nonfinite_losses,
-                        started_at=outcome.started_at or time.time())
+                        restarts=outcome.restarts, started_at=outcome.started_at or time.time())
         checkpoints = outcome.checkpoints
         queries = checkpoints[-1].queries if checkpoints else QueryCounts()
         if status == "failed":
@@ -267,7 +273,7 @@ class TrialRecord:
             **{query_column(u): self.queries[u] for u in UNITS},
             **self._metrics(),
             "stop_reasons": canonical_json(dict(self.stop_reasons)),
-            "nonfinite_losses": int(self.nonfinite_losses),
+            "nonfinite_losses": int(self.nonfinite_losses), "restarts": int(self.restarts),
             "wall_s": _opt_float(self.wall_s), "device": self.device,
             "started_at": self.started_at.astimezone(timezone.utc),  # type: ignore[union-attr]
             "config_hash": config_hash(self.config),

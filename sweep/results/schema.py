@@ -32,7 +32,7 @@ PARAM_TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "bool": pa.bool_(),
 }
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the restarts column
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -68,6 +68,7 @@ _TRIALS_FIELDS: tuple[pa.Field, ...] = (
     _field("final_test_acc", pa.float64()),
     _field("stop_reasons", pa.string(), False),
     _field("nonfinite_losses", pa.int64(), False),
+    _field("restarts", pa.int64(), False),
     _field("wall_s", pa.float64()),
     _field("device", pa.string()),
     _field("started_at", pa.timestamp("us", tz="UTC"), False),

@@ -63,6 +63,14 @@ class ResultsWriter:
         self._check_existing_schema()
         self.provenance = Provenance.current()
 
+    def remove_if_empty(self) -> None:
+        """Remove the folders this writer made, if nothing was written in them."""
+        for folder in (self.trials_dir, self.curves_dir, self.sweep_dir):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # written in (or a resumed sweep's): kept
+
     def _check_existing_schema(self) -> None:
         # Resuming with a different set of hyperparameters would give the folder two
         # schemas, and pd.read_parquet would silently drop or fail on columns.

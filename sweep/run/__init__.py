@@ -7,7 +7,7 @@ budget's checkpoints; ``build_run`` and ``assemble`` wire a registered method
 to an oracle.
 """
 
-from sweep.run.loop import RunResult, SplitScorer, iter_run, run_method
+from sweep.run.loop import LoopState, RunResult, SplitScorer, iter_run, run_method, start_loop
 from sweep.run.objective import (
     NonFiniteLossError,
     Objective,
@@ -27,6 +27,7 @@ from sweep.run.runner import (
 
 __all__ = [
     "DEFAULT_BUDGETS",
+    "LoopState",
     "NonFiniteLossError",
     "Objective",
     "PromptObjective",
@@ -42,4 +43,5 @@ __all__ = [
     "rank_nonfinite_worst",
     "run_method",
     "run_once",
+    "start_loop",
 ]

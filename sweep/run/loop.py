@@ -19,7 +19,7 @@ from methods.base import Evaluation, Method
 from sweep.budget import CheckpointRecord, QueryCounts, checkpoint_schedule
 from sweep.run.objective import Objective
 
-__all__ = ["RunResult", "SplitScorer", "iter_run", "run_method"]
+__all__ = ["LoopState", "RunResult", "SplitScorer", "iter_run", "run_method", "start_loop"]
 
 
 @dataclass
@@ -30,6 +30,27 @@ class RunResult:
     recommendation: np.ndarray
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoopState:
+    """Where a run stands between two asks: with the method and the objective's state, all a
+    run needs to go on from a budget checkpoint (``sweep.tuning.checkpoints``)."""
+
+    #: budget levels (in the budget's unit) of the checkpoints still to come.
+    levels: list[int]
+    records: list[CheckpointRecord] = field(default_factory=list)
+    last_loss: float = float("nan")
+    #: seconds the run had taken when it was last checkpointed (its records' clock goes on).
+    elapsed: float = 0.0
+
+
+def start_loop(method: Method, objective: Objective, checkpoints: int = 8) -> LoopState:
+    """A fresh run's state: the method told how many asks the budget allows, the checkpoints' levels."""
+    unit, limit = objective.budget.unit, objective.budget.limit
+    per_ask = objective.cost(method.ask_size, method.minibatch)[unit] if method.ask_size else 0
+    method.plan(None if limit is None or per_ask == 0 else (limit - objective.used[unit]) // per_ask)
+    return LoopState(checkpoint_schedule(limit, per_ask, checkpoints) if limit is not None else [])
 
 
 class SplitScorer:
@@ -60,32 +81,33 @@ class SplitScorer:
 
 
 def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = None,
-             checkpoints: int = 8) -> Iterator[CheckpointRecord]:
+             checkpoints: int = 8, state: LoopState | None = None) -> Iterator[CheckpointRecord]:
     """Run ``method`` against ``objective``, yielding a record at each budget checkpoint.
 
     The generator's return value (``StopIteration.value``) is the RunResult;
     ``run_method`` collects it. A trial steps several seeds in lockstep with it.
 
     Args:
-        method: a fresh method.
+        method: a fresh method, or the method of ``state``.
         objective: evaluates points and owns the budget.
         scorer: scores the recommendation on val/test at checkpoints (None: nan).
         checkpoints: number of budget checkpoints (the last is 100%, or the stop).
+        state: where the run stands (``start_loop``; None: a fresh start). It is kept up to
+            date: at each yield, the method, the objective's state and ``state`` are what a
+            run needs to go on from there.
     """
-    start = time.perf_counter()
+    if state is None:
+        state = start_loop(method, objective, checkpoints)
+    start = time.perf_counter() - state.elapsed
     unit, limit = objective.budget.unit, objective.budget.limit
-    n, minibatch = method.ask_size, method.minibatch
-    per_ask = objective.cost(n, minibatch)[unit] if n else 0
-    method.plan(None if limit is None or per_ask == 0 else (limit - objective.used[unit]) // per_ask)
-    levels = checkpoint_schedule(limit, per_ask, checkpoints) if limit is not None else []
-    records: list[CheckpointRecord] = []
-    last_loss = float("nan")
+    levels, records = state.levels, state.records
 
     def record() -> CheckpointRecord:
         z = method.recommend()
         val, test = scorer(method, z) if scorer else (float("nan"), float("nan"))
-        rec = CheckpointRecord(len(records), objective.used, last_loss, val, test,
-                               time.perf_counter() - start)
+        state.elapsed = time.perf_counter() - start
+        rec = CheckpointRecord(len(records), objective.used, state.last_loss, val, test,
+                               state.elapsed)
         records.append(rec)
         return rec
 
@@ -106,7 +128,7 @@ def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = 
         evaluation = objective(z, minibatch=minibatch, features=method.needs_features,
                                gradient=method.needs_gradient)
         method.tell(z, evaluation)
-        last_loss = float(np.min(evaluation.losses))
+        state.last_loss = float(np.min(evaluation.losses))
         used = objective.used[unit]
         if levels and used >= levels[0]:
             while levels and used >= levels[0]:

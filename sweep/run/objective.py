@@ -10,7 +10,7 @@ tests, are in ``sweep.testing``.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -98,6 +98,18 @@ class PromptObjective(Metered):
     @property
     def space(self):
         return self.parametrisation.space
+
+    def state(self) -> dict[str, Any]:
+        """What a budget checkpoint keeps of the objective (the projections follow from the seed)."""
+        return {"used": self.meter.used, "eval_used": self.meter.eval_used,
+                "minibatches": self._rng.bit_generator.state,
+                "nonfinite_losses": self.nonfinite_losses}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from ``state()``: the query counts and the mini-batch stream where they were."""
+        self.meter.used, self.meter.eval_used = state["used"], state["eval_used"]
+        self._rng.bit_generator.state = state["minibatches"]
+        self.nonfinite_losses = state["nonfinite_losses"]
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
                  gradient: bool = False) -> Evaluation:

@@ -420,6 +420,9 @@ class _Parser:
                              if "actors_per_task" in table else None),
             merge_wait_ms=self.float_(table, "resources", "merge_wait_ms", d.merge_wait_ms,
                                       low=0.0),
+            placement_timeout_s=self.float_(table, "resources", "placement_timeout_s",
+                                            d.placement_timeout_s, above=0.0),
+            trial_restarts=self.int_(table, "resources", "trial_restarts", d.trial_restarts, low=0),
         )
 
     def methods(self, data: Mapping[str, Any], search: SearchSection,

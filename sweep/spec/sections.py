@@ -164,6 +164,14 @@ class ResourcesSection:
     #: into one forward, >= 0 (``sweep.oracle.merging``); 0: no merging, bit-for-bit
     #: repeatable tables (merged batches agree with separate requests to float rounding).
     merge_wait_ms: float = 0.0
+    #: seconds the launch waits for every oracle actor to start (placed on a node with the
+    #: GPUs it asks for, its model loaded) before it fails with one line, and a request waits
+    #: for an actor whose node was lost to serve again, > 0; an autoscaling cluster's GPU
+    #: nodes take minutes to come.
+    placement_timeout_s: float = 900.0
+    #: how often a trial whose process is lost (its node gone, the process killed) is
+    #: started again, from its last budget checkpoint, >= 0.
+    trial_restarts: int = 3
 
     @property
     def cache_bytes(self) -> int | None:

@@ -11,10 +11,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sweep.checkpoints import remove_checkpoint
 from sweep.results import ResultsError, ResultsWriter, TrialOutcome, TrialRecord
 from sweep.spec import SweepSpec, sample_to_config
-from sweep.tuning.groups import GROUP, SAMPLE
+from sweep.tuning.groups import GROUP
 from sweep.tuning.plan import Group
+from sweep.tuning.trial import sample_id_of
 
 __all__ = ["ResultsCallback", "stop_on_error", "tune_callback"]
 
@@ -41,13 +43,11 @@ class ResultsCallback:
             return
         result = self.latest.get(trial.trial_id, {})
         group = self.groups[trial.config[GROUP]]
-        if group.sample_id:
-            sample_id, params = group.sample_id, dict(group.params or {})
-        else:
-            # Numbered in the order the group's settings were handed out, after those already
-            # done: deterministic ids, whichever trial happens to report first.
-            sample_id = f"{group.tag}-{trial.config[SAMPLE]:03d}"
-            params = sample_to_config(group.method, group.space.hyperparameters(trial.config))
+        # Numbered in the order the group's settings were handed out, after those already
+        # done: deterministic ids, whichever trial happens to report first.
+        sample_id = sample_id_of(group.tag, group.sample_id, trial.config)
+        params = (dict(group.params or {}) if group.sample_id else
+                  sample_to_config(group.method, group.space.hyperparameters(trial.config)))
         outcomes = ([TrialOutcome.from_dict(o) for o in result["outcomes"]] if result.get("outcomes")
                     else [TrialOutcome(seed=s) for s in group.seeds])
         budget, model = group.budget, self.spec.model.label
@@ -72,6 +72,7 @@ class ResultsCallback:
                 self.progress["best_val"] = max(self.progress["best_val"], last.val_acc)
             self.progress["failed"] += record.status == "failed"
             self.bar.update(1)
+        remove_checkpoint(self.writer.sweep_dir, sample_id)  # its rows are written
         self.bar.set_postfix(best_val=f"{self.progress['best_val']:.1%}",
                              queries=f"{self.progress['queries']:,}", failed=self.progress["failed"])
 

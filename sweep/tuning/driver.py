@@ -8,6 +8,13 @@ seeded) over its method's search space and scheduled by its own scheduler
 lockstep (``sweep.tuning.trial``). Trials only report; ``ResultsCallback``,
 in the driver, turns each finished trial into one row per seed and writes
 the part files. Selection uses validation accuracy only.
+
+The launch fails with one line when the oracle actors have not started after
+``[resources] placement_timeout_s`` (the GPUs they ask for never came). A
+trial keeps its state at every budget checkpoint (``sweep.checkpoints``), so
+a trial whose process is lost is started again by Tune
+(``[resources] trial_restarts``) and goes on from there, as does a trial cut
+short by the launcher's end, on ``--resume``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sweep.oracle import OraclePool, OracleServer
+from sweep.checkpoints import CheckpointStore, remove_checkpoint
+from sweep.oracle import OraclePool, OracleServer, PlacementError
 from sweep.results import ResultsWriter, remove_incomplete
 from sweep.spec import SweepSpec
 from sweep.tuning.callbacks import ResultsCallback, stop_on_error, tune_callback
@@ -99,6 +107,16 @@ def start_ray(address: str | None = None) -> None:
                  object_store_memory=512 * 1024 * 1024)
 
 
+def _checkpoint_store(results_dir: Path):
+    """The sweep's checkpoint store (``sweep.checkpoints``): an actor on the driver's node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(CheckpointStore).options(num_cpus=0, scheduling_strategy=here).remote(
+        str(results_dir.resolve()))
+
+
 #: What each oracle actor did, written beside the results at the end of a sweep.
 ACTOR_REPORT = "actors.json"
 
@@ -136,6 +154,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             parts already written whole and no partial one.
     """
     import optuna
+    import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -146,6 +165,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     if resume and plan.state is not None:
         print(plan.state.summary())
         remove_incomplete(plan.results_dir, plan.state.incomplete)
+        for sample_id in plan.stale_checkpoints:
+            remove_checkpoint(plan.results_dir, sample_id)
     print(plan.describe())
     if not plan.groups:
         return plan.results_dir
@@ -156,13 +177,21 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                       cpus_per_actor=spec.resources.cpus_per_actor,
                       pixel_folder=spec.data.cache, cache_bytes=spec.resources.cache_bytes,
                       actors_per_task=spec.resources.actors_per_task,
-                      merge_wait_s=spec.resources.merge_wait_ms / 1000, server=server)
+                      merge_wait_s=spec.resources.merge_wait_ms / 1000, server=server,
+                      unavailable_timeout_s=spec.resources.placement_timeout_s)
+    try:
+        pool.wait_started(spec.resources.placement_timeout_s)
+    except PlacementError:
+        writer.remove_if_empty()  # a launch that never started leaves no results folder
+        raise
+    store = _checkpoint_store(plan.results_dir)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
-    context = {"pool": pool, "groups": [
+    context = {"pool": pool, "store": store, "groups": [
         (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
-                      g.budget.to_budget_spec(), g.budget.checkpoints), dict(g.space.fixed))
+                      g.budget.to_budget_spec(), g.budget.checkpoints), dict(g.space.fixed),
+         (g.tag, g.sample_id))
         for g in plan.groups]}
     try:
         # One Tune run for every group: concurrency trials in flight until the whole plan is
@@ -182,6 +211,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=str(plan.results_dir.resolve() / ".tune"), verbose=0,
                 stop=stop_on_error(callback),
+                # A trial whose process is lost starts again, and goes on from its checkpoint.
+                failure_config=tune.FailureConfig(max_failures=spec.resources.trial_restarts),
                 # Tune's JSON log only, which its result grid reads back; the tables are ours.
                 callbacks=[tune_callback(callback), JsonLoggerCallback()]),
         )
@@ -192,6 +223,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     finally:
         bar.close()
         pool.shutdown()
+        ray.kill(store)
     print(f"done: {plan.trials} trials, {counters['failed']} failed, {counters['queries']:,} queries; "
           f"results in {plan.results_dir}")
     return plan.results_dir

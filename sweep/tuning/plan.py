@@ -4,18 +4,22 @@
 complete trials are kept) and gives each group everything its Tune run
 needs: the method's search space and budget, the seeds, and how many
 settings remain. A setting that lost some of its seeds becomes a repair
-group that reruns just those seeds with the setting's parameters.
+group that reruns just those seeds with the setting's parameters; a setting
+cut short with a budget checkpoint (``sweep.checkpoints``) becomes a repair
+group whose trial goes on from that checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweep.checkpoints import CHECKPOINTS
 from sweep.errors import ConfigError
-from sweep.results import ScanResult, read_sweep
+from sweep.results import ResultsWarning, ScanResult, read_sweep
 from sweep.spec import BudgetSection, MethodSpace, SweepSpec, param_columns
 
 __all__ = ["Group", "SweepPlan", "plan_sweep"]
@@ -34,10 +38,18 @@ class Group:
     #: the seeds every setting runs.
     seeds: tuple[int, ...]
     samples: int  # settings still to run
-    offset: int  # settings already complete (from an earlier, interrupted run)
-    #: a repair: the setting ``sample_id`` with ``params`` lost some seeds; rerun just those.
+    #: the index of the group's next setting: past every setting an earlier run started
+    #: (complete, or checkpointed), so that no two settings share an id.
+    offset: int
+    #: a repair: the setting ``sample_id`` with ``params`` lost some seeds; rerun just those
+    #: (or goes on from its checkpoint).
     sample_id: str | None = None
     params: dict[str, Any] | None = None
+    #: settings of the group already complete.
+    done: int = 0
+
+    #: a repair that goes on from its setting's budget checkpoint.
+    resumes: bool = False
 
     @property
     def tag(self) -> str:
@@ -51,6 +63,9 @@ class SweepPlan:
     groups: list[Group] = field(default_factory=list)
     #: what the results folder held when the plan was made (None: no folder yet).
     state: ScanResult | None = None
+    #: checkpoints not to resume (their rows are written, they do not load, or they were
+    #: made for another specification): the driver removes them when it resumes.
+    stale_checkpoints: list[str] = field(default_factory=list)
 
     @property
     def trials(self) -> int:
@@ -66,9 +81,11 @@ class SweepPlan:
         lines = [f"sweep {self.spec.name!r} -> {self.results_dir}"]
         for g in self.groups:
             if g.sample_id:
-                lines.append(f"  {g.sample_id}: rerun seeds {', '.join(map(str, g.seeds))}")
+                seeds = ", ".join(map(str, g.seeds))
+                lines.append(f"  {g.sample_id}: go on from its checkpoint (seeds {seeds})"
+                             if g.resumes else f"  {g.sample_id}: rerun seeds {seeds}")
                 continue
-            done = f" ({g.offset} done)" if g.offset else ""
+            done = f" ({g.done} done)" if g.done else ""
             lines.append(f"  {g.tag}: {g.samples} settings{done} x {len(g.seeds)} seeds, "
                          f"budget {g.budget.limit:,} {g.budget.unit}, {g.budget.checkpoints} "
                          "checkpoints")
@@ -86,15 +103,20 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
     results_dir = spec.results_dir(results_root)
     plan = SweepPlan(spec, results_dir)
     done: dict[tuple[str, str, int], int] = {}
+    taken: dict[tuple[str, str, int], set[str]] = {}  # sample ids started before
     if results_dir.exists():
         contents = read_sweep(results_dir)
         plan.state = contents.scan
-        if contents.scan.complete and not resume:
+        checkpoints = _checkpoints(results_dir, set(contents.trials["sample_id"])
+                                   if len(contents.trials) else set(), plan.stale_checkpoints)
+        if (contents.scan.complete or checkpoints) and not resume:
             raise ConfigError(
-                f"{results_dir} already holds {len(contents.scan.complete)} trials; "
-                "pass --resume to complete it, or give the sweep another name")
+                f"{results_dir} already holds {len(contents.scan.complete)} trials and "
+                f"{len(checkpoints)} checkpoints; pass --resume to complete it, or give the "
+                "sweep another name")
         for (m, d, s), rows in contents.trials.groupby(["method", "dataset", "shots"]):
             done[(m, d, int(s))] = rows["sample_id"].nunique()
+            taken.setdefault((m, d, int(s)), set()).update(rows["sample_id"])
             section = spec.method(m)
             for sample_id, seeds in rows.groupby("sample_id"):
                 missing = tuple(x for x in spec.data.seeds if x not in set(seeds["seed"]))
@@ -102,12 +124,70 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                     params = json.loads(seeds["config_json"].iloc[0]).get("params", {})
                     plan.groups.append(Group(m, d, int(s), section.space, spec.budget_for(m),
                                              missing, 1, 0, sample_id, params))
+        for sample_id, state in checkpoints.items():
+            group = _checkpoint_group(spec, sample_id, state)
+            if group is None:
+                plan.stale_checkpoints.append(sample_id)
+            else:  # a setting cut short: it goes on from its checkpoint
+                key = (group.method, group.dataset, group.shots)
+                done[key] = done.get(key, 0) + 1
+                taken.setdefault(key, set()).add(sample_id)
+                plan.groups.append(group)
     for dataset in spec.data.datasets:
         for shots in spec.data.shots:
             for method in spec.search.methods:
-                have = done.get((method, dataset, shots), 0)
+                key = (method, dataset, shots)
+                have = done.get(key, 0)
                 todo = spec.samples_for(method) - have
                 if todo > 0:
+                    tag = f"{method}-{dataset}-{shots}shot"
+                    first = 1 + max((_index(tag, i) for i in taken.get(key, ())), default=have - 1)
                     plan.groups.append(Group(method, dataset, shots, spec.method(method).space,
-                                             spec.budget_for(method), spec.data.seeds, todo, have))
+                                             spec.budget_for(method), spec.data.seeds, todo,
+                                             first, done=have))
     return plan
+
+
+def _index(tag: str, sample_id: str) -> int:
+    """The index of a setting in its group, from its id (``tag-NNN``); -1 for another form."""
+    head, _, number = sample_id.rpartition("-")
+    return int(number) if head == tag and number.isdigit() else -1
+
+
+def _checkpoints(results_dir: Path, written: set[str], stale: list[str]) -> dict[str, Any]:
+    """The sweep's checkpoints of settings without rows (``TrialState`` by sample id); those
+    of settings whose rows were written since, and those that do not load, go to ``stale``."""
+    from sweep.tuning.trial import TrialState
+
+    folder = results_dir / CHECKPOINTS
+    states = {}
+    for path in sorted(folder.glob("*.pkl")) if folder.is_dir() else ():
+        if path.stem in written:
+            stale.append(path.stem)
+            continue
+        try:
+            states[path.stem] = TrialState.from_bytes(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure: say so, start over
+            warnings.warn(f"checkpoint {path} does not load ({type(exc).__name__}: {exc}); "
+                          "its setting is not resumed", ResultsWarning, stacklevel=2)
+            stale.append(path.stem)
+    return states
+
+
+def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
+    """The repair group that goes on from ``state``; None (with a warning) where the
+    specification no longer has its setting's group, budget or seeds."""
+    setting = state.setting
+    ok = (setting.method in spec.search.methods and setting.dataset in spec.data.datasets
+          and setting.shots in spec.data.shots and setting.seeds == spec.data.seeds)
+    if ok:
+        budget = spec.budget_for(setting.method)
+        ok = (setting.budget == budget.to_budget_spec() and setting.checkpoints == budget.checkpoints
+              and setting.data_root == spec.data.root)
+    if not ok:
+        warnings.warn(f"checkpoint {sample_id} was made for a different specification (its "
+                      "method, data set, shots, seeds or budget); its setting is not resumed",
+                      ResultsWarning, stacklevel=3)
+        return None
+    return Group(setting.method, setting.dataset, setting.shots, spec.method(setting.method).space,
+                 budget, setting.seeds, 1, 0, sample_id, dict(setting.params), resumes=True)

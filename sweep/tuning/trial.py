@@ -7,12 +7,18 @@ mean validation accuracy over seeds at the same query count, the time axis
 of ASHA. Selection uses validation accuracy only.
 
 ``run_setting`` is plain Python (no Ray) and yields one report per
-checkpoint; ``tune_trainable`` is the Ray Tune function around it.
+checkpoint; ``tune_trainable`` is the Ray Tune function around it. At each
+checkpoint the trial's state (``TrialState``) goes to the sweep's checkpoint
+store (``sweep.checkpoints``), and a trial that finds a checkpoint of its
+setting goes on from there: the same final result as a run never stopped
+(with merging off), its query counts those of that run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,13 +29,15 @@ import numpy as np
 import methods
 from sweep.budget import BudgetSpec, CheckpointRecord
 from sweep.data import few_shot, load_dataset
+from sweep.errors import ConfigError
 from sweep.oracle import OraclePool, TaskKey
 from sweep.results import TrialOutcome
-from sweep.run import PromptObjective, RunResult, assemble, iter_run, layout_of
+from sweep.run import LoopState, PromptObjective, RunResult, assemble, iter_run, layout_of, start_loop
 from sweep.spec import ModelSpec
 from sweep.tuning.groups import GROUP, SAMPLE
 
-__all__ = ["SeedOutcome", "TrialSetting", "run_setting", "tune_trainable"]
+__all__ = ["SeedOutcome", "TrialSetting", "TrialState", "run_setting", "sample_id_of",
+           "tune_trainable"]
 
 
 @dataclass(frozen=True)
@@ -59,12 +67,28 @@ class SeedOutcome:
     started_at: float = field(default_factory=time.time)
     #: when the seed's run ended (None: still running); its setup (oracle, method) counts.
     ended_at: float | None = None
+    #: how often the trial went on from a checkpoint after its process was lost.
+    restarts: int = 0
     objective: PromptObjective | None = field(default=None, repr=False)
+    # A running seed's method and loop: with the objective's state, what a checkpoint keeps.
+    method: Any = field(default=None, repr=False)
+    loop: LoopState | None = field(default=None, repr=False)
+    objective_state: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def nonfinite_losses(self) -> int:
         """Losses the objective ranked worst because they were NaN or infinite."""
-        return 0 if self.objective is None else self.objective.nonfinite_losses
+        if self.objective is None:
+            return 0 if self.objective_state is None else self.objective_state["nonfinite_losses"]
+        return self.objective.nonfinite_losses
+
+    def saved(self) -> SeedOutcome:
+        """A copy for a checkpoint: the objective (with its oracle) replaced by its state."""
+        state = self.objective.state() if self.objective is not None else self.objective_state
+        running = self.status == "running"
+        return dataclasses.replace(self, objective=None, objective_state=state,
+                                   method=self.method if running else None,
+                                   loop=self.loop if running else None)
 
     def report(self) -> TrialOutcome:
         """What the driver is told of this seed (plain data, ``TrialOutcome.to_dict``)."""
@@ -73,48 +97,80 @@ class SeedOutcome:
             seed=self.seed, status=self.status, error=self.error, device=self.device,
             started_at=self.started_at, checkpoints=tuple(self.records),
             stop_reasons={} if result is None else {k: str(v) for k, v in result.stop_reasons.items()},
-            nonfinite_losses=self.nonfinite_losses,
+            nonfinite_losses=self.nonfinite_losses, restarts=self.restarts,
             # the trial's own time, setup included: started_at + wall_s is when it ended
             wall_s=None if result is None or self.ended_at is None
             else self.ended_at - self.started_at)
 
 
-def _start(setting: TrialSetting, seed: int, pool: OraclePool | None):
+@dataclass
+class TrialState:
+    """A trial at a budget checkpoint: what the checkpoint store keeps, and a trial resumes from."""
+
+    setting: TrialSetting
+    #: the index of the trial's next report.
+    checkpoint: int
+    #: each seed's outcome so far, with a running seed's method, loop and objective state.
+    outcomes: list[SeedOutcome]
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def from_bytes(blob: bytes) -> TrialState:
+        return pickle.loads(blob)  # noqa: S301 - the sweep's own checkpoint (sweep.checkpoints)
+
+
+def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
+    """Seed ``out``'s run: fresh, or from its checkpointed method, loop and objective state."""
     config = methods.REGISTRY.make_config(setting.method, setting.params)
     layout = layout_of(config)
-    key = TaskKey(setting.dataset, setting.data_root, setting.shots, seed)
+    key = TaskKey(setting.dataset, setting.data_root, setting.shots, out.seed)
     if pool is not None:
         oracle = pool.oracle(key, layout, setting.budget)
     else:  # local: for tests and single-process use
         from sweep.oracle import ClipOracle, load_model
 
-        task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, seed)
+        task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, out.seed)
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
-    run = assemble(setting.method, config, oracle, seed)
-    device = f"{oracle.device} ({oracle.precision})"
-    return iter_run(run.method, run.objective, run.scorer, setting.checkpoints), device, run.objective
+    run = assemble(setting.method, config, oracle, out.seed)
+    if out.loop is None:
+        out.method, out.loop = run.method, start_loop(run.method, run.objective, setting.checkpoints)
+    else:
+        run.objective.restore(out.objective_state)
+    out.device = f"{oracle.device} ({oracle.precision})"
+    out.objective, out.objective_state = run.objective, None
+    return iter_run(out.method, run.objective, run.scorer, setting.checkpoints, out.loop)
 
 
-def run_setting(setting: TrialSetting, pool: OraclePool | None = None
-                ) -> Iterator[tuple[int, list[SeedOutcome]]]:
-    """Run every seed of ``setting``; yield (checkpoint index, outcomes) at each checkpoint.
+def run_setting(setting: TrialSetting, pool: OraclePool | None = None,
+                resume: TrialState | None = None) -> Iterator[tuple[int, list[SeedOutcome]]]:
+    """Run every seed of ``setting``, or go on from ``resume``; yield (checkpoint index,
+    outcomes) at each checkpoint (``TrialState(setting, index + 1, [o.saved() for o in
+    outcomes])`` is the trial's state there).
 
     A seed that raises is marked failed with its error and the others go on.
     The last yield has every outcome finished (ok or failed).
     """
-    outcomes = [SeedOutcome(seed) for seed in setting.seeds]
+    if resume is None:
+        outcomes, checkpoint = [SeedOutcome(seed) for seed in setting.seeds], 0
+    else:
+        outcomes, checkpoint = resume.outcomes, resume.checkpoint
+        for out in outcomes:
+            out.restarts += 1
     runs: dict[int, Iterator[CheckpointRecord]] = {}
     for out in outcomes:
+        if out.status != "running":
+            continue
         try:
-            runs[out.seed], out.device, out.objective = _start(setting, out.seed, pool)
+            runs[out.seed] = _start(setting, out, pool)
         except Exception as exc:  # a bad setting or a lost actor: a failed row, not a crash
             _fail(out, exc)
     if not runs:
-        # Every seed failed to start. One report all the same: Ray Tune fails the whole
-        # sweep when a trial ends without reporting its metric.
-        yield 0, outcomes
+        # Every seed failed to start (or had ended). One report all the same: Ray Tune
+        # fails the whole sweep when a trial ends without reporting its metric.
+        yield checkpoint, outcomes
         return
-    checkpoint = 0
     while runs:
         for out in outcomes:
             run = runs.get(out.seed)
@@ -124,6 +180,7 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None
                 out.records.append(next(run))
             except StopIteration as done:
                 out.result, out.status, out.ended_at = done.value, "ok", time.time()
+                out.method = out.loop = None
                 del runs[out.seed]
             except Exception as exc:
                 _fail(out, exc)
@@ -135,7 +192,7 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None
 def _fail(out: SeedOutcome, exc: BaseException) -> None:
     out.status = "failed"
     out.error = f"{type(exc).__name__}: {exc}"
-    out.result = None
+    out.result = out.method = out.loop = None
 
 
 def summary(outcomes: list[SeedOutcome], unit: str) -> dict[str, float]:
@@ -153,23 +210,39 @@ def summary(outcomes: list[SeedOutcome], unit: str) -> dict[str, float]:
 def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     """The Ray Tune function: ``config`` is the sampled setting, ``context`` the sweep's constants.
 
-    ``context`` holds ``pool`` (an OraclePool) and ``groups``: per group of the plan, a
-    TrialSetting without params and the group's fixed hyperparameters; ``config``
-    names its group (``GROUP``). Every report carries the trial's per-seed outcomes;
-    the driver's callback writes them.
+    ``context`` holds ``pool`` (an OraclePool), ``store`` (the sweep's CheckpointStore
+    actor, or None) and ``groups``: per group of the plan, a TrialSetting without params,
+    the group's fixed hyperparameters and its ``(tag, sample_id)`` (``sample_id_of``);
+    ``config`` names its group (``GROUP``). Every report carries the trial's per-seed
+    outcomes; the driver's callback writes them.
     """
+    import ray
     from ray import tune
 
-    base, fixed = context["groups"][config[GROUP]]
+    base, fixed, (tag, repair) = context["groups"][config[GROUP]]
     params = {**fixed, **{k: v for k, v in config.items() if k not in (GROUP, SAMPLE)}}
     setting = TrialSetting(base.method, params, base.dataset, base.data_root, base.shots,
                            base.seeds, base.budget, base.checkpoints)
     unit = setting.budget.unit
-    for checkpoint, outcomes in run_setting(setting, context["pool"]):
+    store, sample_id = context.get("store"), sample_id_of(tag, repair, config)
+    blob = None if store is None else ray.get(store.get.remote(sample_id))
+    resume = None if blob is None else TrialState.from_bytes(blob)
+    if resume is not None and resume.setting != setting:
+        raise ConfigError(f"the checkpoint of {sample_id} was made for another setting "
+                          f"({resume.setting}); remove it to start the setting over")
+    for checkpoint, outcomes in run_setting(setting, context["pool"], resume):
         metrics = summary(outcomes, unit)
         done = all(o.status != "running" for o in outcomes)
+        if store is not None and not done:  # kept before it is reported: never behind a report
+            state = TrialState(setting, checkpoint + 1, [o.saved() for o in outcomes])
+            ray.get(store.put.remote(sample_id, state.to_bytes()))
         report = {**metrics, "checkpoint": checkpoint, "done": done,
                   "outcomes": [o.report().to_dict() for o in outcomes]}
         if math.isnan(report["val_acc"]):
             report["val_acc"] = -1.0  # every seed failed: worst for the searcher, never selected
         tune.report(report)
+
+
+def sample_id_of(tag: str, repair: str | None, config: dict[str, Any]) -> str:
+    """The id of a trial's setting: a repair's own, else its group's tag and its index there."""
+    return repair or f"{tag}-{config[SAMPLE]:03d}"

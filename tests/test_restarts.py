@@ -1,0 +1,152 @@
+"""Trials that lose their process, sweeps whose launcher stops, actors that never start.
+
+On the session's Ray: a trial's worker process killed mid-run is started again by Tune and
+goes on from its last budget checkpoint; a sweep stopped mid-trial resumes its trial from
+the checkpoint on ``--resume``. Both end with the tables of a run never stopped (merging
+off). A launch whose actors ask for GPUs this machine lacks fails with one line after
+``placement_timeout_s``, leaving no results folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from ray import cloudpickle
+
+from sweep.oracle import OracleServer
+from sweep.results import ResultsError
+from sweep.spec import parse_spec
+from sweep.tuning import run_sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+SPEC = """
+name = "ckpt"
+[data]
+shots = [4]
+seeds = [1]
+[budget]
+limit = 120
+checkpoints = 8
+[search]
+methods = ["bbt"]
+samples = 1
+[methods.bbt]
+params = { popsize = 5, intrinsic_dim_text = 20 }
+"""
+CURVE = ["checkpoint", "queries_candidate_evals", "train_loss", "val_acc", "test_acc"]
+
+
+class SlowServer(OracleServer):
+    """An oracle actor that takes 0.1 s more a training request: time to stop a trial in."""
+
+    def evaluate(self, *args, **kwargs):
+        time.sleep(0.1)
+        return super().evaluate(*args, **kwargs)
+
+
+def _sweep(root: Path, resume: bool = False) -> Path:
+    # Ray's workers cannot import this test module: send the class itself.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return run_sweep(parse_spec(SPEC, "ckpt.toml"), results_root=root, resume=resume,
+                     progress=False, server=SlowServer)
+
+
+def _tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.read_parquet(folder / "trials"), pd.read_parquet(folder / "curves")
+
+
+@pytest.fixture(scope="module")
+def never_stopped(ray_session, tmp_path_factory):
+    return _tables(_sweep(tmp_path_factory.mktemp("whole")))
+
+
+def _assert_same_run(tables, reference) -> None:
+    (trials, curves), (ref_trials, ref_curves) = tables, reference
+    assert len(trials) == 1 and trials["trial_id"].is_unique
+    assert trials["status"].tolist() == ["completed"]
+    assert trials["queries_candidate_evals"].tolist() == ref_trials["queries_candidate_evals"].tolist()
+    assert ref_trials["restarts"].tolist() == [0] and trials["restarts"].tolist() == [1]
+    pd.testing.assert_frame_equal(curves[CURVE].reset_index(drop=True),
+                                  ref_curves[CURVE].reset_index(drop=True))
+
+
+def _trial_workers() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
+                    b"ray::ImplicitFunc"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_trial_whose_process_is_lost_goes_on_from_its_checkpoint(never_stopped, tmp_path):
+    killed: list[int] = []
+
+    def kill_at_first_checkpoint() -> None:
+        folder = tmp_path / "ckpt" / "checkpoints"
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(folder.glob("*.pkl")):
+            time.sleep(0.02)
+        for pid in _trial_workers():
+            os.kill(pid, signal.SIGKILL)  # as the node's loss, or the OOM killer, would
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
+    killer.start()
+    folder = _sweep(tmp_path)
+    killer.join()
+    assert killed, "the trial ended before its process could be killed"
+    _assert_same_run(_tables(folder), never_stopped)
+    assert not (folder / "checkpoints").exists()  # removed once the rows were written
+
+
+def test_a_stopped_sweep_resumes_its_trial_from_the_checkpoint(never_stopped, tmp_path,
+                                                                monkeypatch):
+    from sweep.tuning.callbacks import ResultsCallback
+
+    seen = ResultsCallback.on_trial_result
+
+    def stop_after_two_checkpoints(self, trial, result):  # as a launcher that dies would
+        seen(self, trial, result)
+        if result["checkpoint"] >= 1:
+            self.error = ResultsError("the launcher stopped")
+
+    monkeypatch.setattr(ResultsCallback, "on_trial_result", stop_after_two_checkpoints)
+    with pytest.raises(ResultsError, match="launcher stopped"):
+        _sweep(tmp_path)
+    folder = tmp_path / "ckpt"
+    assert not list((folder / "trials").glob("*.parquet"))  # no partial rows
+    assert [p.name for p in (folder / "checkpoints").glob("*.pkl")] == ["bbt-digits-4shot-000.pkl"]
+    monkeypatch.setattr(ResultsCallback, "on_trial_result", seen)
+    with pytest.raises(Exception, match="--resume"):
+        _sweep(tmp_path)
+    _assert_same_run(_tables(_sweep(tmp_path, resume=True)), never_stopped)
+
+
+def test_a_launch_whose_actors_never_start_fails_with_one_line(ray_session, tmp_path, capsys):
+    from sweep.launch import main
+
+    spec = tmp_path / "gpus.toml"
+    spec.write_text(SPEC.replace('name = "ckpt"', 'name = "gpus"') + """
+[resources]
+gpus_per_actor = 1
+placement_timeout_s = 3
+""")
+    assert main([str(spec), "--results", str(tmp_path / "results"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith("error: 1 of 1 oracle actors had not started after 3 s "
+                          "([resources] placement_timeout_s): each asks for 1 GPUs"), err
+    assert "the cluster has 0 GPUs" in err
+    assert not (tmp_path / "results" / "gpus").exists()
