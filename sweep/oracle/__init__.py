@@ -19,11 +19,11 @@ _MODULES = {
     **dict.fromkeys(("DeviceCache", "ImageStore", "default_cache_bytes"), "images"),
     **dict.fromkeys(("DTYPES", "LoadedModel", "load_model", "pick_device", "register_embedded",
                      "resolve_precision", "split_transform"), "models"),
-    **dict.fromkeys(("OraclePool", "OracleServer", "PlacementError", "PooledOracle", "PoolError",
-                     "ServerBase", "TaskKey"), "pool"),
+    **dict.fromkeys(("OraclePool", "PlacementError", "PooledOracle", "PoolError"), "pool"),
+    **dict.fromkeys(("OracleServer", "ServerBase"), "server"),
     "PromptedCLIP": "prompted",
-    **dict.fromkeys(("EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "check_subset",
-                     "count_candidates"), "requests"),
+    **dict.fromkeys(("EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey",
+                     "check_subset", "count_candidates"), "requests"),
 }
 
 

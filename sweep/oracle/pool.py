@@ -49,10 +49,8 @@ for good fail alike; each request is bounded, and the sweep goes on.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,12 +59,12 @@ from methods.base import Evaluation
 from sweep.budget import BudgetSpec, Metered, QueryMeter
 from sweep.errors import ConfigError, ModelError, PromptTuningError
 from sweep.keeper import ActorKeeper
-from sweep.oracle.merging import FifoLock, Merger
-from sweep.oracle.requests import PromptLayout, check_subset, count_candidates
+from sweep.oracle.requests import PromptLayout, TaskKey, check_subset, count_candidates
+from sweep.oracle.server import OracleServer, ServerBase
 from sweep.spec import ModelSpec
 
-# The model's side (torch, open_clip: OracleServer) is imported where it runs, in the
-# actors: a trial's process, which only sends requests, never loads it.
+# The model's side (torch, open_clip) is imported where it runs, when an OracleServer starts
+# in an actor: a trial's process, which only sends requests, never loads it.
 
 __all__ = ["SMALL_REQUEST", "OraclePool", "OracleServer", "PlacementError", "PoolError",
            "PooledOracle", "ServerBase", "TaskKey"]
@@ -87,165 +85,6 @@ class PoolError(PromptTuningError, RuntimeError):
 
 class PlacementError(PoolError):
     """Oracle actors did not start in time: the GPUs (or CPUs) they ask for never came."""
-
-
-@dataclass(frozen=True)
-class TaskKey:
-    """Which few-shot task an oracle serves; the actors build it from this alone."""
-
-    dataset: str
-    data_root: str | None
-    shots: int
-    seed: int
-
-
-class ServerBase:
-    """What every oracle actor does, whatever computes: it takes requests while one runs,
-    runs them one at a time in arrival order or merged, and tells each caller the work
-    it still has outstanding.
-
-    Args:
-        merge_wait_s: how long a request waits for others to merge with
-            (``sweep.oracle.merging``; 0: one request at a time, no merging).
-        merge_candidates: a merged batch with this many candidates runs at once.
-    """
-
-    def __init__(self, merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
-        # Whatever touches the model or the caches holds this lock: one computation at a time.
-        self._compute = FifoLock()
-        self.merger = Merger(merge_wait_s, merge_candidates, self._compute)
-        self.requests = 0  # requests served: where the pool sends its work
-        self._pending = 0  # work (candidates x images) taken and not finished
-        self._counts = threading.Lock()
-
-    def serve(self, method: str, work: int, *args) -> tuple[Any, int]:
-        """``method(*args)``, and the work outstanding here when it is done (the pool's load figure)."""
-        with self._counts:
-            self.requests += 1
-            self._pending += work
-        try:
-            result = getattr(self, method)(*args)
-        finally:
-            with self._counts:
-                self._pending -= work
-                left = self._pending
-        return result, left
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def queueing(self) -> dict[str, float]:
-        """Of the latest requests: queueing delays (s, arrival to their forward's start, merging's
-        wait included), and requests a forward."""
-        delays, sizes = np.array(self.merger.delays), np.array(self.merger.sizes)
-        if not len(delays):
-            return {"queued_requests": 0}
-        return {"queued_requests": len(delays), "delay_mean_s": float(delays.mean()),
-                "delay_p50_s": float(np.median(delays)),
-                "delay_p95_s": float(np.percentile(delays, 95)), "delay_max_s": float(delays.max()),
-                "requests_per_forward_mean": float(sizes.mean()),
-                "requests_per_forward_max": int(sizes.max())}
-
-
-class OracleServer(ServerBase):
-    """The body of an oracle actor: one model, an oracle per (task, layout), no budget.
-
-    Args:
-        model_spec: the model to load.
-        device: "cuda" or "cpu" (None: CUDA when available).
-        threads: torch threads (None: torch's default).
-        pixel_folder: the node's folder of decoded images (``sweep.data.PixelCache``;
-            None: the node's default).
-        cache_bytes: the budget of what the actor keeps on its device (image features,
-            patch embeddings), shared by all its oracles (None: the device's default).
-        merge_wait_s, merge_candidates: merging, as in ``ServerBase``.
-    """
-
-    def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None,
-                 pixel_folder: str | None = None, cache_bytes: int | None = None,
-                 merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
-        import torch
-
-        from sweep.data import PixelCache
-        from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
-        from sweep.oracle.models import load_model
-
-        super().__init__(merge_wait_s, merge_candidates)
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = load_model(model_spec, device)
-        budget = default_cache_bytes(self.model.device) if cache_bytes is None else cache_bytes
-        self.images = ImageStore(self.model, PixelCache(pixel_folder, self.model.pixels[0]),
-                                 DeviceCache(budget))
-        self._datasets: dict[tuple[str, str | None], Any] = {}
-        self._oracles: dict[tuple[TaskKey, PromptLayout], Any] = {}  # ClipOracle
-
-    def _oracle(self, key: TaskKey, layout: PromptLayout):
-        with self._compute:
-            return self._build(key, layout)
-
-    def _build(self, key: TaskKey, layout: PromptLayout):
-        """The ClipOracle of ``key`` and ``layout``, built on first use."""
-        from sweep.data import few_shot, load_dataset
-        from sweep.oracle.clip_oracle import ClipOracle
-
-        oracle = self._oracles.get((key, layout))
-        if oracle is None:
-            ds_key = (key.dataset, key.data_root)
-            if ds_key not in self._datasets:
-                self._datasets[ds_key] = load_dataset(key.dataset, key.data_root)
-            task = few_shot(self._datasets[ds_key], key.shots, key.seed)
-            oracle = self._oracles[(key, layout)] = ClipOracle(self.model, task, layout, BudgetSpec(),
-                                                               images=self.images)
-        return oracle
-
-    def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
-        with self._compute:
-            return self._info(self._build(key, layout))
-
-    def _info(self, oracle) -> dict[str, Any]:
-        return {
-            "text_shape": oracle.text_shape,
-            "visual_shape": oracle.visual_shape,
-            "initial_text": oracle.initial_text(),
-            "initial_visual": oracle.initial_visual(),
-            "model_stats": oracle.model_stats(),
-            "train_size": oracle.train_size,
-            "num_classes": oracle.num_classes,
-            "split_sizes": {s: len(getattr(oracle.task, s)) for s in ("val", "test")},
-            "device": str(oracle.device),
-            "precision": oracle.precision,
-        }
-
-    def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,
-                 subset) -> Evaluation:
-        oracle = self._oracle(key, layout)
-        merge = ("train", key, layout, features, None if subset is None else subset.tobytes())
-        return self.merger.run(merge, text, visual, _rows(text, visual), lambda t, v: oracle.evaluate(
-            text=t, visual=v, features=features, subset=subset))
-
-    def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
-                       features: bool, images: tuple[int, int] | None = None) -> Evaluation:
-        oracle = self._oracle(key, layout)
-        return self.merger.run((split, key, layout, features, images), text, visual,
-                               _rows(text, visual), lambda t, v: oracle.evaluate_split(
-                                   split, text=t, visual=v, features=features, images=images))
-
-    def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
-        with self._compute:
-            return self._build(key, layout).zero_shot(split)
-
-    def memory(self) -> dict[str, int]:
-        """Bytes this actor keeps on its device, per kind of entry, with the budget; images
-        decoded here; requests served, and the forwards they took (fewer when merged)."""
-        with self._compute:
-            return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded,
-                    "requests": self.requests, "evaluations": self.merger.requests,
-                    "forwards": self.merger.batches}
-
-
-def _rows(text, visual) -> int:
-    return len(text if text is not None else visual)
 
 
 def _combine_images(parts: list[Evaluation], sizes: list[int], features: bool) -> Evaluation:

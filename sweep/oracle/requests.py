@@ -15,12 +15,23 @@ import numpy as np
 from sweep.errors import ConfigError, ModelError
 from sweep.spec import EMBEDDED_MODEL
 
-__all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "check_subset", "count_candidates"]
+__all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey", "check_subset",
+           "count_candidates"]
 
 _EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
 #: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
 EMBEDDED_CONFIG = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.json"
 EMBEDDED_WEIGHTS = _EMBEDDED_DIR / f"{EMBEDDED_MODEL}.pt"
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """Which few-shot task an oracle serves; the actors build it from this alone."""
+
+    dataset: str
+    data_root: str | None
+    shots: int
+    seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
