@@ -1,7 +1,7 @@
 """A GPU cluster simulated on this machine: is the scheduler, or the GPUs, setting the pace?
 
-    python -m bench.cluster [SPEC] --gpus 8 [--device a10g|h100] [--merge-ms 2]
-    python -m bench.cluster --record      # 8 and 32 GPUs, A10G and H100: bench/results/cluster.json
+    python -m bench.cluster [SPEC] --gpus 8 [--device a10g|h100] [--time-scale 3] [--merge-ms 2]
+    python -m bench.cluster --record      # the runs of RECORDED: bench/results/cluster.json
 
 The driver, Ray Tune, the searchers, the trial loop and the oracle pool are the
 real code; only the GPUs' arithmetic is simulated (``bench.simulated``: each
@@ -20,7 +20,9 @@ its own, over the GPUs), the device time actually slept (fewer, merged
 forwards), the makespan (first forward's start to last forward's end),
 utilisation (device time over GPUs x makespan), queueing delays and merged
 batch sizes from the actors (``results/<name>/actors.json``), and this
-machine's CPU load and the trial workers' memory, sampled every second.
+machine's CPU load and the trial workers' memory, sampled every second; and
+the same before and after the last trial started (the tail, when slots go
+idle), with utilisation in 10-second steps.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from bench import common
 
@@ -49,9 +53,11 @@ EXTRA_BUDGET_FACTOR = {"cbbt": 8}
 CONCURRENCY_PER_GPU = 2
 
 
-def scaled_spec(spec, gpus: int, budget_factor: int, merge_ms: float, name: str):
+def scaled_spec(spec, gpus: int, budget_factor: int, merge_ms: float, name: str,
+                per_gpu: int = CONCURRENCY_PER_GPU):
     """``spec`` scaled down: settings divided by SETTINGS_FACTOR, the first seed, budgets divided
-    by ``budget_factor`` (and EXTRA_BUDGET_FACTOR); ``gpus`` one-GPU actors, 2 trials a GPU."""
+    by ``budget_factor`` (and EXTRA_BUDGET_FACTOR); ``gpus`` one-GPU actors, ``per_gpu`` trials
+    a GPU."""
     def budget(b, method: str):
         factor = budget_factor * EXTRA_BUDGET_FACTOR.get(method, 1)
         return dataclasses.replace(b, limit=max(1, b.limit // factor))
@@ -61,7 +67,7 @@ def scaled_spec(spec, gpus: int, budget_factor: int, merge_ms: float, name: str)
         budget=budget(spec.budget_for(m.name), m.name)) for m in spec.methods)
     resources = dataclasses.replace(
         spec.resources, actors=gpus, gpus_per_actor=1, cpus_per_actor=0,
-        concurrency=CONCURRENCY_PER_GPU * gpus, merge_wait_ms=merge_ms, actors_per_task=None)
+        concurrency=per_gpu * gpus, merge_wait_ms=merge_ms, actors_per_task=None)
     return dataclasses.replace(spec, name=name, methods=methods, resources=resources,
                                data=dataclasses.replace(spec.data, seeds=spec.data.seeds[:1]))
 
@@ -126,7 +132,8 @@ class CpuSampler:
 
 
 def simulate(spec_path: Path, gpus: int, device_name: str, time_scale: float, budget_factor: int,
-             merge_ms: float, out_root: Path, progress: bool = False) -> dict:
+             merge_ms: float, out_root: Path, progress: bool = False,
+             per_gpu: int = CONCURRENCY_PER_GPU) -> dict:
     """One simulated sweep; its figures."""
     import ray
     from ray import cloudpickle
@@ -140,7 +147,8 @@ def simulate(spec_path: Path, gpus: int, device_name: str, time_scale: float, bu
     cloudpickle.register_pickle_by_value(simulated)
     device = DEVICES[device_name]
     name = f"cluster-{gpus}gpu-{device_name}" + (f"-merge{merge_ms:g}" if merge_ms else "")
-    spec = scaled_spec(load_spec(spec_path, check_paths=False), gpus, budget_factor, merge_ms, name)
+    spec = scaled_spec(load_spec(spec_path, check_paths=False), gpus, budget_factor, merge_ms, name,
+                       per_gpu)
     plan = plan_sweep(spec, out_root, resume=False)
     ray.shutdown()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -183,19 +191,49 @@ def simulate(spec_path: Path, gpus: int, device_name: str, time_scale: float, bu
         / max(1, len(delays)),
         "requests_per_forward_max": max((a["requests_per_forward_max"] for a in delays), default=0),
         "cpu": cpu.summary(),
+        **_phases(actors, pd.read_parquet(folder / "trials"), cpu.samples, gpus),
         "plan_cost": plan_cost(plan, device).splitlines()[-2:],
     }
 
 
+def _phases(actors: list[dict], trials, samples: list[dict], gpus: int) -> dict:
+    """The run before and after its last trial started (its tail, when trial slots go idle):
+    the simulated GPUs' utilisation and this machine's CPU load in each, and utilisation in
+    10-second steps."""
+    busy: dict[int, float] = {}
+    for actor in actors:
+        for second, seconds in actor["busy_by_second"].items():
+            busy[int(second)] = busy.get(int(second), 0.0) + seconds
+    t0, t1 = min(busy), max(busy) + 1
+    tail = max(ts.timestamp() for ts in trials["started_at"])
+
+    def utilisation(a: float, b: float) -> float:
+        return sum(v for k, v in busy.items() if a <= k < b) / (gpus * max(1.0, b - a))
+
+    def cpu(a: float, b: float) -> float | None:
+        load = [x["cpu_busy"] for x in samples if a <= x["t"] < b]
+        return sum(load) / len(load) if load else None
+
+    return {"tail_starts_at_s": tail - t0, "tail_s": t1 - tail,
+            "utilisation_before_tail": utilisation(t0, tail), "utilisation_in_tail": utilisation(tail, t1),
+            "cpu_busy_before_tail": cpu(t0, tail), "cpu_busy_in_tail": cpu(tail, t1),
+            "utilisation_by_10s": [round(utilisation(t, t + 10), 3) for t in range(t0, t1, 10)]}
+
+
 def _line(r: dict) -> str:
-    return (f"{r['gpus']} x {r['device']} (time x{r['time_scale']:g}, merge {r['merge_wait_ms']:g} ms): "
-            f"{r['trials']} trials, {r['requests']:,} requests, makespan {r['makespan_s']:.0f} s, "
-            f"bound {r['lower_bound_s']:.0f} s ({r['makespan_over_bound']:.2f}x), utilisation "
-            f"{r['utilisation']:.0%}, CPU busy {r['cpu'].get('cpu_busy_mean', 0):.0%}")
+    return (f"{r['gpus']} x {r['device']} (time x{r['time_scale']:g}, {r['concurrency']} trials, "
+            f"merge {r['merge_wait_ms']:g} ms): {r['trials']} trials, {r['requests']:,} requests, "
+            f"makespan {r['makespan_s']:.0f} s, bound {r['lower_bound_s']:.0f} s "
+            f"({r['makespan_over_bound']:.2f}x), utilisation {r['utilisation']:.0%} "
+            f"({r['utilisation_before_tail']:.0%} before the last {r['tail_s']:.0f} s), CPU busy "
+            f"{r['cpu'].get('cpu_busy_mean', 0):.0%}")
 
 
-RECORDED = (  # (gpus, device, time scale): A10G-class at 1x, H100-class at 1x
-    (8, "a10g", 1.0), (8, "h100", 1.0), (32, "a10g", 1.0), (32, "h100", 1.0))
+#: The recorded runs: (gpus, device, time scale, trials a GPU). The simulated time is slept 3
+#: times over so that this machine's 2 cores, which run every trial's CPU work, keep up with
+#: 8 GPUs' requests (at 1x they do not: the first run shows it); 32 GPUs run 1 trial a GPU,
+#: since 64 trial workers (0.5 GB each once torch is loaded) would not fit in 24 GB.
+RECORDED = ((8, "a10g", 1.0, 2), (8, "a10g", 3.0, 2), (8, "h100", 3.0, 2), (32, "a10g", 3.0, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,19 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-factor", type=int, default=BUDGET_FACTOR,
                         help="every budget is divided by this")
     parser.add_argument("--merge-ms", type=float, default=0.0, help="[resources] merge_wait_ms")
+    parser.add_argument("--trials-per-gpu", type=int, default=CONCURRENCY_PER_GPU,
+                        help="trials in flight per simulated GPU")
     parser.add_argument("--record", action="store_true",
                         help="the recorded runs (8 and 32 GPUs, A10G and H100) to bench/results")
     parser.add_argument("--out", help="result file (default bench/results/cluster.json)")
     args = parser.parse_args(argv)
-    if args.gpus < 1 or args.time_scale <= 0 or args.budget_factor < 1:
-        parser.error("--gpus and --budget-factor must be >= 1 and --time-scale > 0")
-    runs = RECORDED if args.record else ((args.gpus, args.device, args.time_scale),)
+    if args.gpus < 1 or args.time_scale <= 0 or args.budget_factor < 1 or args.trials_per_gpu < 1:
+        parser.error("--gpus, --budget-factor and --trials-per-gpu must be >= 1 and --time-scale > 0")
+    runs = RECORDED if args.record else ((args.gpus, args.device, args.time_scale,
+                                          args.trials_per_gpu),)
     rows = []
     with tempfile.TemporaryDirectory(prefix="promptsweep-cluster-") as tmp:
-        for gpus, device, scale in runs:
+        for gpus, device, scale, per_gpu in runs:
             print(f"simulating {gpus} x {device} ...", file=sys.stderr, flush=True)
             rows.append(simulate(Path(args.spec), gpus, device, scale, args.budget_factor,
-                                 args.merge_ms, Path(tmp), progress=not args.record))
+                                 args.merge_ms, Path(tmp), progress=not args.record,
+                                 per_gpu=per_gpu))
             print("  " + _line(rows[-1]), file=sys.stderr, flush=True)
     for r in rows:
         print(_line(r))
@@ -230,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": common.machine(), "spec": str(args.spec), "settings_factor": SETTINGS_FACTOR,
             "seeds": "the first of the specification's",
             "extra_budget_factor": EXTRA_BUDGET_FACTOR,
-            "budget_factor": args.budget_factor, "concurrency_per_gpu": CONCURRENCY_PER_GPU,
+            "budget_factor": args.budget_factor,
             "cost_model": {"efficiency": _efficiency(), "forward_s": _forward_s(),
                            "dispatch": "real (Ray, this machine)"},
             "runs": rows}, None if args.out is None else Path(args.out))

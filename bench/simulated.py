@@ -71,6 +71,9 @@ class SimulatedServer(ServerBase):
         self.busy_s = 0.0  # simulated device time slept (unscaled)
         self.unmerged_s = 0.0  # what the requests would have cost run one by one (unscaled)
         self.first = self.last = None  # when the first forward started and the last ended
+        #: simulated device seconds (scaled) per whole second of the clock (time.time()):
+        #: the actors' busy time over the run, which bench.cluster adds up.
+        self.busy_by_second: dict[int, float] = {}
 
     # ---------------------------------------------------------------- the cost model
     def _sizes(self, key: TaskKey) -> dict[str, int]:
@@ -100,10 +103,15 @@ class SimulatedServer(ServerBase):
         self.unmerged_s += sum(self.forward_seconds(key, layout, n, images, first and i == 0)
                                for i, n in enumerate(requests))
         self.busy_s += seconds
-        start = time.perf_counter()
+        start, clock = time.perf_counter(), time.time()
         self.first = start if self.first is None else self.first
         time.sleep(seconds * self.time_scale)
         self.last = time.perf_counter()
+        end = clock + self.last - start
+        for second in range(int(clock), int(end) + 1):  # the forward's share of each second
+            share = min(end, second + 1) - max(clock, second)
+            if share > 0:
+                self.busy_by_second[second] = self.busy_by_second.get(second, 0.0) + share
 
     # ---------------------------------------------------------------- synthetic answers
     def _target(self, key: TaskKey, layout: PromptLayout, shape: tuple[int, ...], part: str):
@@ -194,4 +202,5 @@ class SimulatedServer(ServerBase):
         """What the simulator measures: device time (unscaled), its span, requests and forwards."""
         return {"busy_s": self.busy_s, "unmerged_s": self.unmerged_s, "first": self.first,
                 "last": self.last, "requests": self.requests, "evaluations": self.merger.requests,
-                "forwards": self.merger.batches}
+                "forwards": self.merger.batches,
+                "busy_by_second": {str(k): v for k, v in sorted(self.busy_by_second.items())}}

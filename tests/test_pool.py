@@ -161,31 +161,29 @@ def test_a_single_request_goes_to_the_less_loaded_of_its_two_actors(pool, local)
         assert pool.loads[idle] == 0  # the actor's own figure replaced the guess on reply
 
 
-def test_a_large_evaluation_with_visual_prompts_is_split_by_images(ray_session, spec, local):
+def test_a_large_evaluation_with_visual_prompts_is_split_by_images(pool, local, monkeypatch):
     from sweep.errors import ConfigError
 
     test_size = len(local.task.test)
     piece = test_size // 3
     pieces = -(-test_size // piece)
+    monkeypatch.setattr(pool, "image_piece", piece)  # read where requests are cut: here
     text, visual = _prompts(local, 2, seed=5)
     expected = local.evaluate_split("test", text=text, visual=visual, features=True)
     answers = []
-    for actors in (2, 1):
-        pool = OraclePool(spec, actors=actors, threads_per_actor=1, image_piece=piece)
-        try:
-            pooled = pool.oracle(KEY, LAYOUT)
-            before = _requests(pool)
-            answers.append(pooled.evaluate_split("test", text=text, visual=visual, features=True))
-            served = [after - b for after, b in zip(_requests(pool), before)]
-            assert sum(served) == pieces >= 3 and min(served) >= 1, served  # over the actors
-        finally:
-            pool.shutdown()
+    for turn in (0, 1):  # the pieces served by other actors
+        pooled = pool.oracle(KEY, LAYOUT)
+        pooled._turn = turn
+        before = _requests(pool)
+        answers.append(pooled.evaluate_split("test", text=text, visual=visual, features=True))
+        served = [after - b for after, b in zip(_requests(pool), before)]
+        assert sum(served) == pieces >= 3 and min(served) >= 1, served  # over the actors
     for got in answers:
         np.testing.assert_allclose(got.losses, expected.losses, rtol=1e-6)
         np.testing.assert_allclose(got.accuracies, expected.accuracies, atol=1e-7)
         np.testing.assert_allclose(got.image_features, expected.image_features, atol=1e-6)
         np.testing.assert_array_equal(got.labels, expected.labels)
-    # The pieces are the request's: one actor or two give the same bits.
+    # The pieces are the request's: whichever actor serves which, the same bits.
     np.testing.assert_array_equal(answers[0].losses, answers[1].losses)
     np.testing.assert_array_equal(answers[0].accuracies, answers[1].accuracies)
     with pytest.raises(ConfigError, match="range"):
