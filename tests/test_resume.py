@@ -56,3 +56,58 @@ def test_a_trial_resumed_from_its_checkpoint_ends_as_one_never_stopped(method):
         np.testing.assert_array_equal(a.result.recommendation, b.result.recommendation)
         assert a.result.used == b.result.used == a.records[-1].queries
         assert (a.restarts, b.restarts) == (0, 1) and b.report().restarts == 1
+
+
+PLAN_SPEC = """
+name = "plan"
+[data]
+shots = [4]
+seeds = [1, 2]
+[budget]
+limit = 40
+[search]
+methods = ["bbt"]
+samples = 3
+"""
+
+
+def _checkpointed(tmp_path, sample_id: str, limit: int = 40) -> None:
+    from sweep.checkpoints import CheckpointStore
+    from sweep.tuning.trial import SeedOutcome
+
+    setting = TrialSetting("bbt", {"sigma0": 0.5}, "digits", None, 4, (1, 2),
+                           BudgetSpec(unit="candidate_evals", limit=limit), checkpoints=8)
+    state = TrialState(setting, 3, [SeedOutcome(1), SeedOutcome(2)])
+    for table in ("trials", "curves"):  # as the driver's writer leaves a sweep's folder
+        (tmp_path / "plan" / table).mkdir(parents=True, exist_ok=True)
+    CheckpointStore(str(tmp_path / "plan")).put(sample_id, state.to_bytes())
+
+
+def test_a_checkpointed_setting_is_planned_to_go_on_and_new_settings_take_other_ids(tmp_path):
+    from sweep.errors import ConfigError
+    from sweep.spec import parse_spec
+    from sweep.tuning import plan_sweep
+
+    spec = parse_spec(PLAN_SPEC, "plan.toml")
+    _checkpointed(tmp_path, "bbt-digits-4shot-001")  # setting 001 was cut short; 000 never began
+    with pytest.raises(ConfigError, match="1 checkpoints; pass --resume"):
+        plan_sweep(spec, tmp_path)
+    plan = plan_sweep(spec, tmp_path, resume=True)
+    resumed, fresh = plan.groups
+    assert (resumed.sample_id, resumed.resumes, resumed.seeds) == ("bbt-digits-4shot-001", True, (1, 2))
+    assert resumed.params == {"sigma0": 0.5}
+    assert (fresh.samples, fresh.offset) == (2, 2)  # two more settings, numbered 002 and 003
+    assert "bbt-digits-4shot-001: go on from its checkpoint (seeds 1, 2)" in plan.describe()
+    assert plan.trials == 6 and not plan.stale_checkpoints
+
+
+def test_a_checkpoint_of_another_specification_is_not_resumed(tmp_path):
+    from sweep.results import ResultsWarning
+    from sweep.spec import parse_spec
+    from sweep.tuning import plan_sweep
+
+    _checkpointed(tmp_path, "bbt-digits-4shot-000", limit=80)  # the budget has changed since
+    with pytest.warns(ResultsWarning, match="different specification"):
+        plan = plan_sweep(parse_spec(PLAN_SPEC, "plan.toml"), tmp_path, resume=True)
+    assert plan.stale_checkpoints == ["bbt-digits-4shot-000"]
+    assert [(g.sample_id, g.samples) for g in plan.groups] == [(None, 3)]

@@ -35,7 +35,7 @@ class RunResult:
 @dataclass
 class LoopState:
     """Where a run stands between two asks: with the method and the objective's state, all a
-    run needs to go on from a budget checkpoint (``sweep.tuning.checkpoints``)."""
+    run needs to go on from a budget checkpoint (``sweep.checkpoints``)."""
 
     #: budget levels (in the budget's unit) of the checkpoints still to come.
     levels: list[int]

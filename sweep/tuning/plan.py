@@ -141,7 +141,7 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 todo = spec.samples_for(method) - have
                 if todo > 0:
                     tag = f"{method}-{dataset}-{shots}shot"
-                    first = 1 + max((_index(tag, i) for i in taken.get(key, ())), default=have - 1)
+                    first = max([have, *(1 + _index(tag, i) for i in taken.get(key, ()))])
                     plan.groups.append(Group(method, dataset, shots, spec.method(method).space,
                                              spec.budget_for(method), spec.data.seeds, todo,
                                              first, done=have))
