@@ -146,7 +146,8 @@ def simulate(spec_path: Path, gpus: int, device_name: str, time_scale: float, bu
     # The actors' processes cannot import bench/ (not installed): send the classes themselves.
     cloudpickle.register_pickle_by_value(simulated)
     device = DEVICES[device_name]
-    name = f"cluster-{gpus}gpu-{device_name}" + (f"-merge{merge_ms:g}" if merge_ms else "")
+    name = f"cluster-{gpus}gpu-{device_name}-x{time_scale:g}-{per_gpu}pergpu" + (
+        f"-merge{merge_ms:g}" if merge_ms else "")
     spec = scaled_spec(load_spec(spec_path, check_paths=False), gpus, budget_factor, merge_ms, name,
                        per_gpu)
     plan = plan_sweep(spec, out_root, resume=False)
