@@ -108,7 +108,7 @@ class CpuSampler:
             for pid in self._trial_workers():
                 try:
                     rss.append(common.rss_mb(pid)[0])
-                except OSError:
+                except (OSError, KeyError):  # gone, or a zombie (no VmRSS) between two reads
                     pass
             self.samples.append({"t": time.time(), "cpu_busy": busy, "trial_workers": len(rss),
                                  "trial_workers_rss_mb": sum(rss)})
