@@ -83,10 +83,12 @@ def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,
     return assemble(name, config, oracle, seed)
 
 
-def assemble(name: str, config, oracle, seed: int) -> Run:
-    """Objective, method and scorer of ``name`` on an oracle (local or pooled) built for ``config``."""
+def assemble(name: str, config, oracle, seed: int, method: Method | None = None) -> Run:
+    """Objective, method and scorer of ``name`` on an oracle (local or pooled) built for ``config``;
+    ``method``: one that has run already (from a checkpoint) instead of a fresh one."""
     objective = PromptObjective(oracle, config, seed)
-    method = methods.REGISTRY.create(name, config, objective.space, seed)
+    if method is None:
+        method = methods.REGISTRY.create(name, config, objective.space, seed)
     scorer = SplitScorer(objective.evaluate_split, oracle.zero_shot)
     return Run(name, config, method, oracle, objective, scorer)
 

@@ -133,7 +133,7 @@ def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
 
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, out.seed)
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
-    run = assemble(setting.method, config, oracle, out.seed)
+    run = assemble(setting.method, config, oracle, out.seed, out.method)
     if out.loop is None:
         out.method, out.loop = run.method, start_loop(run.method, run.objective, setting.checkpoints)
     else:
