@@ -305,10 +305,9 @@ class OraclePool:
         jobs = []
         for slot, idx in zip(slots, pieces):
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
-            request = (method, len(idx) * images, *head, None if text is None else text[sl],
-                       None if visual is None else visual[sl], *tail)
-            jobs.append((slot, request, self.actors[slot].serve.remote(*request)))
-        return _concat([self._resolve(slot, ref, request) for slot, request, ref in jobs], features)
+            jobs.append((slot, (method, len(idx) * images, *head, None if text is None else text[sl],
+                                None if visual is None else visual[sl], *tail)))
+        return _concat(self._scatter(jobs), features)
 
     def map_images(self, head: tuple, text, visual, features: bool, n: int, images: int,
                    slots: list[int]) -> Evaluation:
@@ -318,13 +317,15 @@ class OraclePool:
         the number of actors never changes the result; the combined loss equals the whole
         evaluation's to float rounding (a weighted mean of means)."""
         pieces = np.array_split(np.arange(images), -(-images // self.image_piece))
-        jobs = []
-        for i, idx in enumerate(pieces):
-            slot, span = slots[i % len(slots)], (int(idx[0]), int(idx[-1]) + 1)
-            request = ("evaluate_split", n * len(idx), *head, text, visual, features, span)
-            jobs.append((slot, request, self.actors[slot].serve.remote(*request)))
-        parts = [self._resolve(slot, ref, request) for slot, request, ref in jobs]
-        return _combine_images(parts, [len(idx) for idx in pieces], features)
+        jobs = [(slots[i % len(slots)], ("evaluate_split", n * len(idx), *head, text, visual,
+                                         features, (int(idx[0]), int(idx[-1]) + 1)))
+                for i, idx in enumerate(pieces)]
+        return _combine_images(self._scatter(jobs), [len(idx) for idx in pieces], features)
+
+    def _scatter(self, jobs: list[tuple[int, tuple]]) -> list[Any]:
+        """Send every (slot, request) at once, then gather their results in order."""
+        refs = [self.actors[slot].serve.remote(*request) for slot, request in jobs]
+        return [self._resolve(slot, ref, request) for (slot, request), ref in zip(jobs, refs)]
 
     def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
         self.refresh()
