@@ -33,6 +33,7 @@ class MethodEntry:
     config_cls: type
     method_cls: type[Method]
     summary: str
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,16 @@ class MethodSpec:
     method: str
     #: one line for listings.
     summary: str
+    #: raised whenever a change to the method's defaults or code changes its results, so
+    #: that rows of the old and the new method stay apart (part of every row's config hash;
+    #: ``--resume`` refuses to mix versions).
+    version: int = 1
 
     def load(self) -> MethodEntry:
         """Import the module and look the two classes up."""
         module = importlib.import_module(self.module)
         return MethodEntry(self.name, getattr(module, self.config),
-                           getattr(module, self.method), self.summary)
+                           getattr(module, self.method), self.summary, self.version)
 
 
 def _accepts(annotation: Any, value: Any) -> bool:
@@ -94,10 +99,11 @@ class Registry:
         self._claim(spec.name)
         self._entries[spec.name] = spec
 
-    def register(self, name: str, config_cls: type, method_cls: type[Method], summary: str = "") -> None:
+    def register(self, name: str, config_cls: type, method_cls: type[Method], summary: str = "",
+                 version: int = 1) -> None:
         """Know ``name`` by classes already imported."""
         self._claim(name)
-        self._entries[name] = _checked(MethodEntry(name, config_cls, method_cls, summary))
+        self._entries[name] = _checked(MethodEntry(name, config_cls, method_cls, summary, version))
 
     def _claim(self, name: str) -> None:
         if name in self._entries:
@@ -108,6 +114,12 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def version(self, name: str) -> int:
+        """The method's version (``MethodSpec.version``), without importing its module."""
+        if name not in self._entries:
+            self.entry(name)  # raises, listing the valid names
+        return self._entries[name].version
 
     def entry(self, name: str) -> MethodEntry:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import methods
 from sweep.budget import BudgetSpec
 from sweep.tuning.trial import TrialSetting, TrialState, run_setting
 
@@ -71,12 +72,14 @@ samples = 3
 """
 
 
-def _checkpointed(tmp_path, sample_id: str, limit: int = 40) -> None:
+def _checkpointed(tmp_path, sample_id: str, limit: int = 40, version: int | None = None) -> None:
     from sweep.checkpoints import CheckpointStore
     from sweep.tuning.trial import SeedOutcome
 
     setting = TrialSetting("bbt", {"sigma0": 0.5}, "digits", None, 4, (1, 2),
-                           BudgetSpec(unit="candidate_evals", limit=limit), checkpoints=8)
+                           BudgetSpec(unit="candidate_evals", limit=limit), checkpoints=8,
+                           method_version=methods.REGISTRY.version("bbt") if version is None
+                           else version)
     state = TrialState(setting, 3, [SeedOutcome(1), SeedOutcome(2)])
     for table in ("trials", "curves"):  # as the driver's writer leaves a sweep's folder
         (tmp_path / "plan" / table).mkdir(parents=True, exist_ok=True)
@@ -101,13 +104,38 @@ def test_a_checkpointed_setting_is_planned_to_go_on_and_new_settings_take_other_
     assert plan.trials == 6 and not plan.stale_checkpoints
 
 
-def test_a_checkpoint_of_another_specification_is_not_resumed(tmp_path):
+@pytest.mark.parametrize("change", ["budget", "version"])
+def test_a_checkpoint_of_another_specification_is_not_resumed(tmp_path, change):
     from sweep.results import ResultsWarning
     from sweep.spec import parse_spec
     from sweep.tuning import plan_sweep
 
-    _checkpointed(tmp_path, "bbt-digits-4shot-000", limit=80)  # the budget has changed since
+    # the budget has changed since, or the method is another version of it now
+    _checkpointed(tmp_path, "bbt-digits-4shot-000", **(
+        {"limit": 80} if change == "budget" else {"version": methods.REGISTRY.version("bbt") + 1}))
     with pytest.warns(ResultsWarning, match="different specification"):
         plan = plan_sweep(parse_spec(PLAN_SPEC, "plan.toml"), tmp_path, resume=True)
     assert plan.stale_checkpoints == ["bbt-digits-4shot-000"]
     assert [(g.sample_id, g.samples) for g in plan.groups] == [(None, 3)]
+
+
+def test_resume_refuses_rows_of_another_version_of_a_method(tmp_path):
+    from sweep.budget import CheckpointRecord, QueryCounts
+    from sweep.errors import ConfigError
+    from sweep.results import ResultsWriter, TrialRecord
+    from sweep.spec import parse_spec
+    from sweep.tuning import plan_sweep
+
+    spec = parse_spec(PLAN_SPEC, "plan.toml")
+    now = methods.REGISTRY.version("bbt")
+    writer = ResultsWriter(tmp_path, "plan", {"sigma0": "float"})
+    for version, sample in ((now, 0), (now + 1, 1)):  # the second as a later version wrote it
+        queries = QueryCounts(candidate_evals=40)
+        sample_id = f"bbt-digits-4shot-00{sample}"
+        writer.write(TrialRecord(
+            trial_id=f"{sample_id}-s1", sweep="plan", sample_id=sample_id,
+            method="bbt", method_version=version, model="m", dataset="digits", shots=4, seed=1,
+            budget=40, budget_unit="candidate_evals", params={"sigma0": 0.5}, queries=queries,
+            checkpoints=[CheckpointRecord(0, queries, 1.0, 0.5, 0.5, 1.0)]))
+    with pytest.raises(ConfigError, match=f"bbt rows of version {now + 1}.*would mix"):
+        plan_sweep(spec, tmp_path, resume=True)

@@ -150,6 +150,8 @@ class TrialRecord:
     black_box: bool = True
     estimator: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: the method's version (``methods.MethodSpec.version``) the trial ran.
+    method_version: int = 1
     status: str = "completed"
     error: str | None = None
     #: the oracle's own counts at the end of the trial (or at the failure).
@@ -265,7 +267,8 @@ class TrialRecord:
         prov = self.provenance or provenance or Provenance()
         row: dict[str, Any] = {
             "trial_id": self.trial_id, "sweep": self.sweep, "sample_id": self.sample_id,
-            "method": self.method, "estimator": self.estimator, "model": self.model,
+            "method": self.method, "method_version": int(self.method_version),
+            "estimator": self.estimator, "model": self.model,
             "dataset": self.dataset, "shots": int(self.shots), "seed": int(self.seed),
             "status": self.status, "error": self.error, "black_box": bool(self.black_box),
             "budget": None if self.budget is None else int(self.budget),

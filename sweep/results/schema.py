@@ -32,7 +32,7 @@ PARAM_TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "bool": pa.bool_(),
 }
-SCHEMA_VERSION = "2"  # 2: the restarts column
+SCHEMA_VERSION = "3"  # 2: the restarts column; 3: method_version
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -51,6 +51,7 @@ _TRIALS_FIELDS: tuple[pa.Field, ...] = (
     _field("sweep", pa.string(), False),
     _field("sample_id", pa.string(), False),
     _field("method", pa.string(), False),
+    _field("method_version", pa.int64(), False),
     _field("estimator", pa.string()),
     _field("model", pa.string(), False),
     _field("dataset", pa.string(), False),

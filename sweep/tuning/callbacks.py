@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+import methods
 from sweep.checkpoints import remove_checkpoint
 from sweep.results import ResultsError, ResultsWriter, TrialOutcome, TrialRecord
 from sweep.spec import SweepSpec, sample_to_config
@@ -51,14 +52,15 @@ class ResultsCallback:
         outcomes = ([TrialOutcome.from_dict(o) for o in result["outcomes"]] if result.get("outcomes")
                     else [TrialOutcome(seed=s) for s in group.seeds])
         budget, model = group.budget, self.spec.model.label
+        version = methods.REGISTRY.version(group.method)
         for out in outcomes:
             record = TrialRecord.from_outcome(
                 out, trial_error=error,
                 trial_id=f"{sample_id}-s{out.seed}", sweep=self.spec.name, sample_id=sample_id,
                 method=group.method, model=model, dataset=group.dataset, shots=group.shots,
                 seed=out.seed, budget_unit=budget.unit, budget=budget.limit, params=params,
-                estimator=params.get("estimator"),
-                config={"method": group.method, "params": params, "budget": budget.limit,
+                estimator=params.get("estimator"), method_version=version,
+                config={"method": group.method, "method_version": version, "params": params, "budget": budget.limit,
                         "unit": budget.unit, "dataset": group.dataset, "shots": group.shots,
                         "seed": out.seed, "model": model})
             try:

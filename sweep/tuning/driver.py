@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import methods
 from sweep.checkpoints import CheckpointStore, remove_checkpoint
 from sweep.oracle import OraclePool, OracleServer, PlacementError
 from sweep.results import ResultsWriter, remove_incomplete
@@ -190,7 +191,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
     context = {"pool": pool, "store": store, "groups": [
         (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
-                      g.budget.to_budget_spec(), g.budget.checkpoints), dict(g.space.fixed),
+                      g.budget.to_budget_spec(), g.budget.checkpoints,
+                      methods.REGISTRY.version(g.method)), dict(g.space.fixed),
          (g.tag, g.sample_id))
         for g in plan.groups]}
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import methods
 from sweep.checkpoints import CHECKPOINTS
 from sweep.errors import ConfigError
 from sweep.results import ResultsWarning, ScanResult, read_sweep
@@ -114,6 +115,7 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 f"{results_dir} already holds {len(contents.scan.complete)} trials and "
                 f"{len(checkpoints)} checkpoints; pass --resume to complete it, or give the "
                 "sweep another name")
+        _refuse_other_versions(results_dir, contents.trials)
         for (m, d, s), rows in contents.trials.groupby(["method", "dataset", "shots"]):
             done[(m, d, int(s))] = rows["sample_id"].nunique()
             taken.setdefault((m, d, int(s)), set()).update(rows["sample_id"])
@@ -148,6 +150,24 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
     return plan
 
 
+def _refuse_other_versions(results_dir: Path, trials) -> None:
+    """Raise where rows of a method were written by another version of it than the registered
+    one: resuming would mix two methods under one name."""
+    if not len(trials):
+        return
+    # Rows from before methods had versions (schema 2) hold none: they ran version 1.
+    written = trials.get("method_version")
+    written = (written.fillna(1) if written is not None else 1)
+    for method, versions in trials.assign(method_version=written).groupby("method"):
+        current = methods.REGISTRY.version(method) if method in methods.REGISTRY else None
+        other = sorted({int(v) for v in versions["method_version"]} - {current})
+        if other:
+            raise ConfigError(
+                f"{results_dir} holds {method} rows of version {', '.join(map(str, other))}, "
+                f"but {method} is now version {current}: --resume would mix the two; give "
+                "the sweep another name")
+
+
 def _index(tag: str, sample_id: str) -> int:
     """The index of a setting in its group, from its id (``tag-NNN``); -1 for another form."""
     head, _, number = sample_id.rpartition("-")
@@ -178,7 +198,8 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
     """The repair group that goes on from ``state``; None (with a warning) where the
     specification no longer has its setting's group, budget or seeds."""
     setting = state.setting
-    ok = (setting.method in spec.search.methods and setting.dataset in spec.data.datasets
+    ok = (setting.method in spec.search.methods
+          and getattr(setting, "method_version", 1) == methods.REGISTRY.version(setting.method) and setting.dataset in spec.data.datasets
           and setting.shots in spec.data.shots and setting.seeds == spec.data.seeds)
     if ok:
         budget = spec.budget_for(setting.method)
@@ -186,7 +207,7 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
               and setting.data_root == spec.data.root)
     if not ok:
         warnings.warn(f"checkpoint {sample_id} was made for a different specification (its "
-                      "method, data set, shots, seeds or budget); its setting is not resumed",
+                      "method or its version, data set, shots, seeds or budget); its setting is not resumed",
                       ResultsWarning, stacklevel=3)
         return None
     return Group(setting.method, setting.dataset, setting.shots, spec.method(setting.method).space,

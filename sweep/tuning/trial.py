@@ -52,6 +52,8 @@ class TrialSetting:
     seeds: tuple[int, ...]
     budget: BudgetSpec
     checkpoints: int = 8
+    #: the method's version (``methods.MethodSpec.version``) the trial runs.
+    method_version: int = 1
 
 
 @dataclass
@@ -221,8 +223,7 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
 
     base, fixed, (tag, repair) = context["groups"][config[GROUP]]
     params = {**fixed, **{k: v for k, v in config.items() if k not in (GROUP, SAMPLE)}}
-    setting = TrialSetting(base.method, params, base.dataset, base.data_root, base.shots,
-                           base.seeds, base.budget, base.checkpoints)
+    setting = dataclasses.replace(base, params=params)
     unit = setting.budget.unit
     store, sample_id = context.get("store"), sample_id_of(tag, repair, config)
     blob = None if store is None else ray.get(store.get.remote(sample_id))
