@@ -96,6 +96,15 @@ class PromptConfig:
     projection_sigma: float = 1.0
     #: alpha of the deep rule s = alpha * std_hidden / (sqrt(d) * sigma) (BBTv2, BPT-VLM deep).
     projection_alpha: float = 1.0
+    #: the text subspace's form: "dense" (p = p0 + A z, BBT's scale rule) or "lowrank" (ZIP:
+    #: per token, U diag(s) V^T + shared, mapped to the width norm-preservingly; see
+    #: methods.subspace). With "lowrank", intrinsic_dim_text is ZIP's ID, not dim.
+    text_subspace: str = "dense"
+    #: the rank of the "lowrank" text subspace (ZIP: 5).
+    subspace_rank: int = 5
+    #: p0 of the text context drawn N(0, std^2) from the seed (ZIP, CoOp without an init:
+    #: 0.02), added to the init; None: the init alone (zeros, or text_init's embeddings).
+    text_init_std: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_text", "n_visual"):
@@ -108,6 +117,18 @@ class PromptConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or None; got {value}")
+        if self.text_subspace not in ("dense", "lowrank"):
+            raise ConfigError(f"text_subspace must be 'dense' or 'lowrank'; got {self.text_subspace!r}")
+        if self.text_subspace == "lowrank":
+            if self.deep or self.intrinsic_dim_text is None:
+                raise ConfigError("a 'lowrank' text subspace needs a shallow prompt and an "
+                                  "intrinsic_dim_text")
+            if self.subspace_rank < 1 or self.intrinsic_dim_text < self.n_text:
+                raise ConfigError(f"a 'lowrank' text subspace needs subspace_rank >= 1 and "
+                                  f"intrinsic_dim_text >= n_text ({self.n_text}); got "
+                                  f"{self.subspace_rank}, {self.intrinsic_dim_text}")
+        if self.text_init_std is not None and not self.text_init_std >= 0:
+            raise ConfigError(f"text_init_std must be >= 0 or None; got {self.text_init_std}")
         if self.projection_sigma <= 0 or self.projection_alpha <= 0:
             raise ConfigError(
                 f"projection_sigma and projection_alpha must be > 0; got "

@@ -67,8 +67,15 @@ class ZIPConfig(BlackVIPSPSAConfig):
 
     #: ZIP's 8 text context tokens.
     n_text: int = 8
-    #: random text subspace of ZIP's 417 variables (ZIP: low-rank + Fastfood, see ZIP).
-    intrinsic_dim_text: int | None = 417
+    #: ZIP's intrinsic dimension ID (500): rows of ID // 8 = 62 values per token.
+    intrinsic_dim_text: int | None = 500
+    #: ZIP's low-rank map, 417 variables at rank 5 ("dense": v1's Gaussian A z of
+    #: intrinsic_dim_text variables, BBT's scale, which moves a token 40-70x less).
+    text_subspace: str = "lowrank"
+    #: ZIP's rank 5.
+    subspace_rank: int = 5
+    #: ZIP's context starts from N(0, 0.02^2), not zero.
+    text_init_std: float | None = 0.02
     #: ZIP reuses BlackVIP's SPSA (two-sided), without the gradient correction.
     estimator: str = "spsa"
     #: radius decay gamma (ZIP: 0.1).
@@ -80,13 +87,15 @@ class ZIPConfig(BlackVIPSPSAConfig):
 class ZIP(ZerothOrder):
     """ZIP: clipped SPSA on a text prompt in a low-dimensional subspace (Park et al., ICLR 2025).
 
-    Deviation: ZIP's parametrisation, delta_i = Fastfood_i(row_i(U diag(s) V^T +
-    1 shared_V^T)) with rank 5 (417 variables, METHODS.md section 5), is
-    replaced by the project's Gaussian random subspace of the same dimension
-    (``intrinsic_dim_text = 417``, BBT's scale rule), since the projection is the
-    parametrisation's business. Budget: ZIP counts calls (one forward of one
-    batch of <= 128 images); 5,000 calls = 500 steps of 10 points. Example: the
-    module docstring.
+    ZIP's parametrisation (version 2): delta_i = F_i(row_i(U diag(s) V^T + 1
+    shared^T)), rank 5, ID 500, so 417 variables from ZIP's initialisation
+    (``methods.subspace``, "lowrank"); the context starts from N(0, 0.02^2).
+    One deviation: ZIP's F_i is a Fastfood transform, here a dense Gaussian
+    of the same norm-preserving scale. Version 1 searched a dense Gaussian
+    subspace of 417 dimensions at BBT's scale (``text_subspace = "dense"``,
+    ``intrinsic_dim_text = 417``, ``text_init_std = None``). Budget: ZIP counts
+    calls (one forward of one batch of <= 128 images); 5,000 calls = 500 steps
+    of 10 points. Example: the module docstring.
     """
 
     name: ClassVar[str] = "zip"

@@ -7,7 +7,10 @@ arrays the oracle takes: text contexts ``(n, *text_shape)`` and visual prompts
 * the identity (intrinsic dimension None): z's slice *is* the flattened
   prompt offset (CBBT, CoOp-like methods), or
 * a fixed random projection A in R^(tokens*width x d), p = p0 + A z
-  (BBT, BPT-VLM; ../shared/reference/METHODS.md sections 1 and 3).
+  (BBT, BPT-VLM; ../shared/reference/METHODS.md sections 1 and 3), or
+* ZIP's low-rank map (text only, ``text_subspace = "lowrank"``,
+  ``methods.lowrank``): token i moves by F_i (U diag(s) V^T + shared)_i,
+  not linear in z.
 
 Every matrix is drawn from its own generator keyed by (seed, layer, tower), so
 the same ``(config, shapes, stats, seed)`` rebuild the identical float32
@@ -69,6 +72,7 @@ import numpy as np
 
 from methods.base import PromptConfig, SearchSpace
 from methods.errors import ConfigError
+from methods.lowrank import draw_factors, lowrank_offset, lowrank_size
 
 __all__ = ["ModelStats", "Parametrisation", "Segment", "TOWERS"]
 
@@ -79,6 +83,8 @@ TOWERS: dict[str, int] = {"text": 0, "visual": 1}
 # generator a method builds from the same seed (np.random.default_rng(seed), or
 # SeedSequence(seed).spawn(k), whose keys have one element).
 _STREAM_TAG = 0x53554253  # "SUBS"
+_INIT_TAG = 0x494E4954  # "INIT": the stream of a drawn p0 (text_init_std)
+_LOWRANK_TAG = 0x4C4F5752  # "LOWR": the streams of ZIP's V0 and F_i
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,11 @@ class Segment:
         stop: one past the last coordinate of z.
         tokens: prompt tokens of this tower.
         width: embedding width of this tower.
-        intrinsic_dim: d of the projection; None for the identity.
-        mean: mean of the projection entries (None for the identity).
-        std: std of the projection entries (None for the identity).
+        intrinsic_dim: d of the projection (ZIP's ID for "lowrank"); None for the identity.
+        mean: mean of the projection entries (None for the identity and "lowrank").
+        std: std of the projection entries (None for the identity and "lowrank").
+        kind: "dense" (A z, or the identity) or "lowrank" (ZIP's map).
+        rank: the rank of a "lowrank" segment.
     """
 
     tower: str
@@ -139,6 +147,8 @@ class Segment:
     intrinsic_dim: int | None
     mean: float | None
     std: float | None
+    kind: str = "dense"
+    rank: int | None = None
 
     @property
     def size(self) -> int:
@@ -146,8 +156,15 @@ class Segment:
         return self.tokens * self.width
 
     @property
+    def row(self) -> int:
+        """The length m = ID // tokens of a "lowrank" segment's rows."""
+        return int(self.intrinsic_dim) // self.tokens
+
+    @property
     def nbytes(self) -> int:
-        """Bytes of this segment's float32 matrix (0 for the identity)."""
+        """Bytes of this segment's float32 matrices (0 for the identity)."""
+        if self.kind == "lowrank":
+            return 4 * self.row * (self.tokens * self.width + int(self.rank))
         return 0 if self.intrinsic_dim is None else 4 * self.size * self.intrinsic_dim
 
 
@@ -215,8 +232,14 @@ class Parametrisation:
             "text": self._check_init("text", text_init, self.text_shape),
             "visual": self._check_init("visual", visual_init, self.visual_shape),
         }
+        if config.text_init_std and self._p0["text"] is not None:
+            seq = np.random.SeedSequence(self.seed, spawn_key=(_STREAM_TAG, _INIT_TAG, TOWERS["text"]))
+            p0 = self._p0["text"]
+            p0 += np.random.default_rng(seq).normal(0.0, config.text_init_std, p0.shape).astype(
+                np.float32)
         self.segments, self.space = self._layout()
         self._matrices: dict[tuple[str, int], np.ndarray] = {}
+        self._lowrank: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ checks
     def _check_shape(self, tower: str, n_tokens: int, shape: tuple[int, ...] | None,
@@ -279,6 +302,12 @@ class Parametrisation:
                 if layer >= depth[name]:
                     continue
                 tokens, width = shape[-2], shape[-1]
+                if name == "text" and cfg.text_subspace == "lowrank":
+                    size = lowrank_size(tokens, d, cfg.subspace_rank)
+                    segments.append(Segment(name, layer, offset, offset + size, tokens, width, d,
+                                            None, None, "lowrank", cfg.subspace_rank))
+                    offset += size
+                    continue
                 mean, std = (None, None) if d is None else self._rule(name, layer, d)
                 size = tokens * width if d is None else d
                 segments.append(Segment(name, layer, offset, offset + size, tokens, width, d,
@@ -332,8 +361,28 @@ class Parametrisation:
         """The projection A (tokens*width, d) of one tower and layer; None for the identity.
 
         The returned array is shared with the cache: do not modify it.
+
+        Raises:
+            ConfigError: the segment is "lowrank" (ZIP's map is not one matrix).
         """
-        return self._matrix(self.segment(tower, layer))
+        seg = self.segment(tower, layer)
+        if seg.kind == "lowrank":
+            raise ConfigError(f"the {tower} subspace is 'lowrank': ZIP's map has no matrix A")
+        return self._matrix(seg)
+
+    def lowrank_factors(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """ZIP's V0 and token maps F of a "lowrank" segment (``methods.lowrank``), drawn from
+        (seed, layer, tower); shared with the cache."""
+        key = (seg.tower, seg.layer)
+        found = self._lowrank.get(key)
+        if found is None:
+            seq = np.random.SeedSequence(self.seed, spawn_key=(_STREAM_TAG, _LOWRANK_TAG, seg.layer,
+                                                               TOWERS[seg.tower]))
+            found = draw_factors(np.random.default_rng(seq), seg.tokens, seg.width, seg.row,
+                                 int(seg.rank))
+            if self.cache:
+                self._lowrank[key] = found
+        return found
 
     def _matrix(self, seg: Segment) -> np.ndarray | None:
         if seg.intrinsic_dim is None:
@@ -393,6 +442,9 @@ class Parametrisation:
                 continue
             prompt = out[seg.tower]
             target = prompt[:, seg.layer] if self.config.deep else prompt
+            if seg.kind == "lowrank":
+                target += lowrank_offset(*self.lowrank_factors(seg), zs)
+                continue
             a = self._matrix(seg)
             offset = zs if a is None else zs @ a.T
             target += offset.reshape(target.shape)
@@ -406,6 +458,9 @@ class Parametrisation:
             text_grad: (n, *text_shape) gradient of the loss in the text prompt, or None.
             visual_grad: (n, *visual_shape) likewise for the visual prompt.
         """
+        if any(seg.kind == "lowrank" for seg in self.segments):
+            raise ConfigError("a 'lowrank' text subspace is not linear in z: it has no pullback "
+                              "(use it with black-box methods)")
         grads = {"text": text_grad, "visual": visual_grad}
         n = next(np.shape(g)[0] for g in grads.values() if g is not None)
         out = np.zeros((n, self.space.dim))

@@ -347,3 +347,47 @@ def test_pullback_is_the_transpose_of_the_map():
         t, v = par.prompts(dz)
         expected = (g_text * t).reshape(2, -1).sum(1) + (g_vis * v).reshape(2, -1).sum(1)
         np.testing.assert_allclose((par.pullback(g_text, g_vis) * dz).sum(1), expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- ZIP's low-rank map
+
+
+def test_zip_lowrank_step_moves_a_token_as_far_as_zip_does():
+    # FIDELITY.md (ZIP): at initialisation a step c with segmented-uniform magnitudes (RMS
+    # 0.764) moves a token by 0.764 c sqrt((ID / n_ctx)(rank + 1)): 14.7 c at ID 500, 8, 5.
+    from methods.baselines import ZIPConfig
+
+    config, c = ZIPConfig(), 0.01
+    norms = []
+    for seed in range(8):
+        par = Parametrisation(config, (8, 512), None, STATS, seed)
+        assert par.space.dim == 417
+        rng = np.random.default_rng(seed)
+        steps = rng.choice([-1.0, 1.0], (16, 417)) * rng.uniform(0.5, 1.0, (16, 417))
+        p0 = par.initial()[0]
+        norms.append(np.linalg.norm(par.prompts(c * steps)[0] - p0, axis=-1).mean())
+    expected = 0.764 * c * np.sqrt(500 / 8 * (5 + 1))
+    assert np.mean(norms) == pytest.approx(expected, rel=0.05)
+
+
+def test_zip_lowrank_starts_from_its_drawn_context_and_rebuilds_from_the_seed():
+    from methods.baselines import ZIPConfig
+
+    a, b, other = (Parametrisation(ZIPConfig(), (8, W_TEXT), None, STATS, s) for s in (5, 5, 6))
+    p0 = a.initial()[0]
+    assert p0.std() == pytest.approx(0.02, rel=0.2)  # N(0, 0.02^2), not zero
+    np.testing.assert_array_equal(a.prompts(np.zeros((1, a.space.dim)))[0][0], p0)
+    z = np.random.default_rng(0).normal(size=(3, a.space.dim))
+    np.testing.assert_array_equal(a.prompts(z)[0], b.prompts(z)[0])
+    assert not np.allclose(a.prompts(z)[0], other.prompts(z)[0])
+    # Not linear in z (U diag(s) V^T): doubling z does not double the offset.
+    assert not np.allclose(a.prompts(2 * z)[0] - p0, 2 * (a.prompts(z)[0] - p0))
+    with pytest.raises(ConfigError, match="no pullback"):
+        a.pullback(np.zeros((1, 8, W_TEXT)), None)
+
+
+def test_zip_lowrank_needs_a_shallow_text_prompt_with_an_intrinsic_dimension():
+    with pytest.raises(ConfigError, match="lowrank"):
+        PromptConfig(n_text=8, text_subspace="lowrank")
+    with pytest.raises(ConfigError, match="text_subspace"):
+        PromptConfig(n_text=8, intrinsic_dim_text=500, text_subspace="fastfood")

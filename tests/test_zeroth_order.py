@@ -415,7 +415,9 @@ def test_registered_names_and_documented_fields(registry):
     assert (defaults.n_text, defaults.text_init, defaults.intrinsic_dim_text) == (1, "a", None)
     assert (defaults.estimator, defaults.q, defaults.lr, defaults.weight_decay,
             defaults.clip_norm) == ("sphere", 256, 0.002, 5e-4, 5.0)
-    assert registry.make_config("zip").intrinsic_dim_text == 417
+    zip_ = registry.make_config("zip")
+    assert (zip_.intrinsic_dim_text, zip_.text_subspace, zip_.subspace_rank,
+            zip_.text_init_std) == (500, "lowrank", 5, 0.02)
     assert registry.make_config("coop").text_init == "a photo of a"
     for name in registry.names():
         fields = dataclasses.fields(registry.entry(name).config_cls)

@@ -162,8 +162,8 @@ _ZIP = (
     _MU,
     _GAMMA,
     _LR,
-    # ZIP's own 417 among the usual subspace dimensions.
-    Param(name="intrinsic_dim_text", kind="categorical", choices=(50, 100, 250, 417, 500, 1000),
+    # ZIP's ID 500 (417 variables at rank 5) and half and twice it.
+    Param(name="intrinsic_dim_text", kind="categorical", choices=(250, 500, 1000),
           when=("n_text", _positive)),
 )
 _BLACKVIP = (_Q_SPSA, _MU, _GAMMA, _MOMENTUM, _LR)
