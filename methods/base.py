@@ -96,6 +96,12 @@ class PromptConfig:
     projection_sigma: float = 1.0
     #: alpha of the deep rule s = alpha * std_hidden / (sqrt(d) * sigma) (BBTv2, BPT-VLM deep).
     projection_alpha: float = 1.0
+    @property
+    def projection_scale_sigma(self) -> float:
+        """The sigma the projection rules divide (or multiply) by: ``projection_sigma``, or
+        a method's search sigma where its release has one sigma for both (BPT-VLM)."""
+        return self.projection_sigma
+
     #: the text subspace's form: "dense" (p = p0 + A z, BBT's scale rule) or "lowrank" (ZIP:
     #: per token, U diag(s) V^T + shared, mapped to the width norm-preservingly; see
     #: methods.subspace). With "lowrank", intrinsic_dim_text is ZIP's ID, not dim.
@@ -129,7 +135,7 @@ class PromptConfig:
                                   f"{self.subspace_rank}, {self.intrinsic_dim_text}")
         if self.text_init_std is not None and not self.text_init_std >= 0:
             raise ConfigError(f"text_init_std must be >= 0 or None; got {self.text_init_std}")
-        if self.projection_sigma <= 0 or self.projection_alpha <= 0:
+        if not self.projection_sigma > 0 or not self.projection_alpha > 0:
             raise ConfigError(
                 f"projection_sigma and projection_alpha must be > 0; got "
                 f"{self.projection_sigma}, {self.projection_alpha}"

@@ -101,6 +101,10 @@ class PypopESConfig(BPTVLMPromptConfig):
         if not (np.isfinite(self.sigma) and self.sigma > 0):
             raise ConfigError(f"sigma must be finite and > 0; got {self.sigma!r}")
 
+    @property
+    def search_sigma(self) -> float:
+        return self.sigma
+
 
 class _Recorder:
     """A pypop7 fitness function that records the points it is given and returns NaN."""

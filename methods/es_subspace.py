@@ -81,6 +81,10 @@ class CMAESConfig(PromptConfig):
     #: 0 for none (BPT-VLM: 0).
     bound: float = 0.0
 
+    @property
+    def search_sigma(self) -> float:
+        return self.sigma0
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.popsize, int) or self.popsize < 2:
@@ -103,6 +107,21 @@ class BPTVLMPromptConfig(PromptConfig):
     intrinsic_dim_text: int | None = 500
     #: intrinsic dimension of the visual subspace, d_V (BPT-VLM 500).
     intrinsic_dim_visual: int | None = 500
+    #: one sigma, as released (Shallow_Prompt_CLIP.py, CMA_ES.py): the search's initial step
+    #: size also sets the projections (text std ~ 1/sigma, visual ~ sigma), so the swept
+    #: sigma is the published hyperparameter. False: the projections take projection_sigma.
+    one_sigma: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.one_sigma and self.projection_sigma != 1.0:
+            raise ConfigError("with one_sigma (BPT-VLM's one sigma) the projections follow the "
+                              "search's sigma; set one_sigma = false to give projection_sigma")
+
+    @property
+    def projection_scale_sigma(self) -> float:
+        # search_sigma: the optimiser's own (CMAESConfig.sigma0, PypopESConfig.sigma)
+        return self.search_sigma if self.one_sigma else self.projection_sigma
 
 
 # BPTVLMPromptConfig first: a dataclass takes each default from the last base in reverse MRO

@@ -320,7 +320,7 @@ class Parametrisation:
     def _rule(self, tower: str, layer: int, d: int) -> tuple[float, float]:
         """(mean, std) of the entries of the projection of one tower and layer."""
         cfg, st = self.config, self.stats
-        sigma, alpha = cfg.projection_sigma, cfg.projection_alpha
+        sigma, alpha = cfg.projection_scale_sigma, cfg.projection_alpha
         if layer > 0:
             hidden = st.text_hidden_std if tower == "text" else st.visual_hidden_std
             if len(hidden) <= layer:

@@ -391,3 +391,23 @@ def test_zip_lowrank_needs_a_shallow_text_prompt_with_an_intrinsic_dimension():
         PromptConfig(n_text=8, text_subspace="lowrank")
     with pytest.raises(ConfigError, match="text_subspace"):
         PromptConfig(n_text=8, intrinsic_dim_text=500, text_subspace="fastfood")
+
+
+def test_bpt_vlm_one_sigma_sets_the_search_step_and_both_projections():
+    # FIDELITY.md (BPT-VLM): one sigma sets CMA's sigma0 and the projections (text ~ 1/sigma,
+    # visual ~ sigma); one_sigma = false leaves the projections at projection_sigma.
+    from methods.es_pypop import PypopESConfig
+    from methods.es_subspace import BPTVLMConfig
+
+    def scales(config):
+        par = Parametrisation(config, (8, W_TEXT), (5, W_VIS), STATS, 0)
+        return par.segment("text").std, par.segment("visual").std
+
+    text, visual = scales(BPTVLMConfig())
+    for config in (BPTVLMConfig(sigma0=2.0), PypopESConfig(sigma=2.0)):
+        assert scales(config) == pytest.approx((text / 2, visual * 2))
+    assert scales(BPTVLMConfig(sigma0=2.0, one_sigma=False)) == pytest.approx((text, visual))
+    assert scales(BPTVLMConfig(sigma0=2.0, one_sigma=False, projection_sigma=4.0)) == \
+        pytest.approx((text / 4, visual * 4))
+    with pytest.raises(ConfigError, match="one_sigma"):
+        BPTVLMConfig(projection_sigma=2.0)
