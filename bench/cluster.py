@@ -60,6 +60,8 @@ def scaled_spec(spec, gpus: int, budget_factor: int, merge_ms: float, name: str,
     a GPU."""
     def budget(b, method: str):
         factor = budget_factor * EXTRA_BUDGET_FACTOR.get(method, 1)
+        if b.published:  # resolved per data set: a share of each
+            return dataclasses.replace(b, fraction=b.fraction / factor)
         return dataclasses.replace(b, limit=max(1, b.limit // factor))
 
     methods = tuple(dataclasses.replace(

@@ -88,8 +88,9 @@ def test_coop16_parses_without_the_data_root():
                                         "blackvip"}
     assert spec.search.scheduler == "asha"
     assert spec.resources.actors == 4 and spec.resources.gpus_per_actor == 1
-    assert spec.budget_for("zip").unit == "calls" and spec.budget_for("zip").limit == 5000
-    assert spec.budget_for("bpt-vlm") == spec.budget
+    assert spec.budget.published  # resolved per group (tests/test_published.py)
+    zip_ = spec.budget_for("zip", "Caltech101", 16)
+    assert zip_.unit == "calls" and zip_.limit == 5000
     assert spec.samples_for("bpt-vlm-deep") == 10 and spec.samples_for("bbt") == 20
     # The data root is checked when asked: it does not exist here.
     with pytest.raises(ConfigError, match="data.root"):

@@ -6,7 +6,7 @@ class-per-folder root, CoOp's 11 benchmarks); ``load_dataset`` loads one and
 the embedded model's pretraining (``sweep.pretrain_tiny``).
 """
 
-from sweep.data.catalog import DATASETS, DatasetEntry, load_dataset
+from sweep.data.catalog import DATASETS, SPLIT_SIZES, DatasetEntry, load_dataset
 from sweep.data.coop import COOP_DATASETS, CoopLayout, load_coop
 from sweep.data.digits import (
     DIGIT_CLASSNAMES,
@@ -26,6 +26,7 @@ from sweep.data.pixels import (
 from sweep.data.splits import SHOTS, Dataset, FewShot, Split, few_shot
 
 __all__ = [
+    "SPLIT_SIZES",
     "CACHE_ENV",
     "COOP_DATASETS",
     "DATASETS",

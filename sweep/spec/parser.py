@@ -54,6 +54,7 @@ from sweep.spec.sections import (
     SearchSection,
     SweepSpec,
 )
+from sweep.spec.published import has_published_budget
 from sweep.spec.spaces import make_space
 
 try:
@@ -125,6 +126,8 @@ def parse_spec(text: str, source: str = EMBEDDED_SOURCE, *, base_dir: str | Path
 # ---------------------------------------------------------------- the parser
 
 _REQUIRED = object()
+#: ``limit = "published"`` (or ``budget = "published"``): each method's published budget.
+PUBLISHED = "published"
 
 
 def _join(prefix: str, name: str) -> str:
@@ -279,11 +282,19 @@ class _Parser:
                               "digit, no '..')")
         description = self.str_(data, "", "description", "")
         search = self.search(data)
-        budget = self.budget(self.table(data, "", "budget", _toml_keys(BudgetSection)),
-                             "budget", BudgetSection(), full=True)
-        if search.scheduler == "asha" and budget.limit * search.grace_fraction < 1:
+        if data.get("budget") == PUBLISHED:  # budget = "published": the whole sweep's
+            budget = BudgetSection(published=True, limit=0)
+        else:
+            budget = self.budget(self.table(data, "", "budget", _toml_keys(BudgetSection)),
+                                 "budget", BudgetSection(), full=True)
+        if not budget.published and search.scheduler == "asha" and \
+                budget.limit * search.grace_fraction < 1:
             self.fail("search.grace_fraction", f"{search.grace_fraction} of a budget of "
                       f"{budget.limit} is less than one query")
+        methods = self.methods(data, search, budget)
+        for section in methods:
+            if section.budget is None and budget.published:
+                self.published_ok(section.name, "budget")
         return SweepSpec(
             name=name,
             description=description,
@@ -293,7 +304,7 @@ class _Parser:
             budget=budget,
             search=search,
             resources=self.resources(data),
-            methods=self.methods(data, search, budget),
+            methods=methods,
         )
 
     def model(self, data: Mapping[str, Any]) -> ModelSpec:
@@ -371,13 +382,34 @@ class _Parser:
 
     def budget(self, table: Mapping[str, Any], prefix: str, defaults: BudgetSection,
                *, full: bool) -> BudgetSection:
-        """``[budget]`` (``full``: limit required, checkpoints allowed) or a method's budget."""
-        unit = self.str_(table, prefix, "unit", defaults.unit, choices=UNITS, what="budget unit")
-        limit = self.int_(table, prefix, "limit", _REQUIRED if full else defaults.limit, low=1)
-        batch_size = self.int_(table, prefix, "batch_size", defaults.batch_size, low=1)
+        """``[budget]`` (``full``: limit required, checkpoints allowed) or a method's budget.
+
+        ``limit = "published"`` stands for each method's published budget (in its own unit,
+        so ``unit`` and ``batch_size`` are refused beside it), ``fraction`` for a share of it.
+        """
         checkpoints = self.int_(table, prefix, "checkpoints", defaults.checkpoints, low=8)
+        if table.get("limit") == PUBLISHED:
+            for key in ("unit", "batch_size"):
+                if key in table:
+                    self.fail(f"{prefix}.{key}", "a published budget has its method's own "
+                              f"{key.replace('_', ' ')}; remove it")
+            fraction = self.float_(table, prefix, "fraction", 1.0, above=0.0, high=1.0)
+            return BudgetSection(published=True, fraction=fraction, limit=0,
+                                 checkpoints=checkpoints)
+        if "fraction" in table:
+            self.fail(f"{prefix}.fraction", 'a fraction is of a published budget: limit = '
+                      '"published"')
+        unit = self.str_(table, prefix, "unit", defaults.unit, choices=UNITS, what="budget unit")
+        limit = self.int_(table, prefix, "limit", _REQUIRED if full or defaults.published
+                          else defaults.limit, low=1)
+        batch_size = self.int_(table, prefix, "batch_size", defaults.batch_size, low=1)
         return BudgetSection(unit=unit, limit=limit, batch_size=batch_size,
                              checkpoints=checkpoints)
+
+    def published_ok(self, method: str, where: str) -> None:
+        if not has_published_budget(method):
+            self.fail(where, f"{method} has no published budget; give it a budget of its own "
+                             f"([methods.{method}] budget = {{ limit = ... }})")
 
     def search(self, data: Mapping[str, Any]) -> SearchSection:
         table = self.table(data, "", "search", _toml_keys(SearchSection))
@@ -450,9 +482,13 @@ class _Parser:
         space = self.any_table(table, prefix, "space")
         samples = self.int_(table, prefix, "samples", None, low=1) if "samples" in table else None
         method_budget = None
-        if "budget" in table:
-            own = self.table(table, prefix, "budget", ["unit", "limit", "batch_size"])
+        if table.get("budget") == PUBLISHED:
+            method_budget = BudgetSection(published=True, limit=0, checkpoints=budget.checkpoints)
+        elif "budget" in table:
+            own = self.table(table, prefix, "budget", ["unit", "limit", "batch_size", "fraction"])
             method_budget = self.budget(own, f"{prefix}.budget", budget, full=False)
+        if method_budget is not None and method_budget.published:
+            self.published_ok(name, f"{prefix}.budget")
         try:
             search_space = make_space(name, space, params, where=prefix)
         except ConfigError as exc:

@@ -7,12 +7,13 @@ documentation (``sweeps/coop16.toml`` repeats them as a commented example).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sweep.budget import BudgetSpec
 from sweep.errors import ConfigError, ModelError
+from sweep.spec.published import published_budget
 from sweep.spec.spaces import MethodSpace
 
 __all__ = [
@@ -108,9 +109,33 @@ class BudgetSection:
     batch_size: int = 128
     #: budget levels at which val and test accuracy are recorded (>= 8, roughly log-spaced).
     checkpoints: int = 8
+    #: ``limit = "published"``: each method's published budget on each data set and shot
+    #: count (``sweep.spec.published``), in its own unit; ``limit`` is 0 until
+    #: ``SweepSpec.budget_for`` resolves it for a group.
+    published: bool = False
+    #: the share of the published budget to run, in (0, 1].
+    fraction: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """How ``--plan`` and the log show it: ``3,600 candidate_evals (published)``."""
+        share = "" if self.fraction == 1 else f" x {self.fraction:g}"
+        return f"{self.limit:,} {self.unit}" + (f" (published{share})" if self.published else "")
+
+    def resolve(self, method: str, dataset: str, shots: int,
+                data_root: str | None = None) -> BudgetSection:
+        """This budget for one group: itself, or the published budget it stands for."""
+        if not self.published:
+            return self
+        spec = published_budget(method, dataset, shots, data_root=data_root)
+        return replace(self, unit=spec.unit, batch_size=spec.batch_size,
+                       limit=max(1, round(self.fraction * int(spec.limit or 0))))
 
     def to_budget_spec(self) -> BudgetSpec:
         """The ``BudgetSpec`` the oracle enforces."""
+        if self.limit < 1:
+            raise ConfigError("a published budget must be resolved for a data set and shots "
+                              "(SweepSpec.budget_for) before it is enforced")
         return BudgetSpec(unit=self.unit, limit=self.limit, batch_size=self.batch_size)
 
 
@@ -240,9 +265,18 @@ class SweepSpec:
         raise ConfigError(f"{name!r} is not a method of sweep {self.name!r}; "
                           f"its methods: {', '.join(self.search.methods)}")
 
-    def budget_for(self, method: str) -> BudgetSection:
-        """The budget trials of ``method`` run to: its own, or the sweep's."""
-        return self.method(method).budget or self.budget
+    def budget_for(self, method: str, dataset: str | None = None,
+                   shots: int | None = None) -> BudgetSection:
+        """The budget trials of ``method`` run to: its own, or the sweep's; a published one
+        resolved for ``dataset`` and ``shots`` (without them, left unresolved).
+
+        Raises:
+            ConfigError: a published budget whose rule needs the data root to count classes.
+        """
+        section = self.method(method).budget or self.budget
+        if dataset is None or shots is None:
+            return section
+        return section.resolve(method, dataset, shots, self.data.root)
 
     def samples_for(self, method: str) -> int:
         """Settings to draw for ``method``: 1 when its space samples nothing."""

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import methods
 from methods.subspace import ModelStats, Parametrisation
+from sweep.data import SPLIT_SIZES
 from sweep.errors import ConfigError
 from sweep.oracle import EMBEDDED_CONFIG
 from sweep.spec import EMBEDDED_MODEL, ModelSpec, SweepSpec
@@ -49,17 +50,6 @@ SUFFIX_TOKENS = 4
 EFFICIENCY = 0.4
 #: Seconds of dispatch a request costs through the pool (measured: 3-5 ms).
 OVERHEAD_S = 0.004
-
-#: Classes, train, validation (None: drawn from train), test images: the CoOp papers' tables.
-SPLIT_SIZES: dict[str, tuple[int, int, int | None, int]] = {
-    "ImageNet": (1000, 1_281_167, None, 50_000), "Caltech101": (100, 4128, 1649, 2465),
-    "OxfordPets": (37, 2944, 736, 3669), "StanfordCars": (196, 6509, 1635, 8041),
-    "Flowers102": (102, 4093, 1633, 2463), "Food101": (101, 50_500, 20_200, 30_300),
-    "FGVCAircraft": (100, 3334, 3333, 3333), "SUN397": (397, 15_880, 3970, 19_850),
-    "DTD": (47, 2820, 1128, 1692), "EuroSAT": (10, 13_500, 5400, 8100),
-    "UCF101": (101, 7639, 1898, 3783), "digits": (10, 314, 137, 450),
-}
-
 
 @dataclass(frozen=True)
 class Device:

@@ -88,7 +88,7 @@ class SweepPlan:
                 continue
             done = f" ({g.done} done)" if g.done else ""
             lines.append(f"  {g.tag}: {g.samples} settings{done} x {len(g.seeds)} seeds, "
-                         f"budget {g.budget.limit:,} {g.budget.unit}, {g.budget.checkpoints} "
+                         f"budget {g.budget.label}, {g.budget.checkpoints} "
                          "checkpoints")
         lines.append(f"  {self.trials} trials to run")
         return "\n".join(lines)
@@ -124,7 +124,8 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 missing = tuple(x for x in spec.data.seeds if x not in set(seeds["seed"]))
                 if missing:  # a setting that lost seeds: rerun those with its parameters
                     params = json.loads(seeds["config_json"].iloc[0]).get("params", {})
-                    plan.groups.append(Group(m, d, int(s), section.space, spec.budget_for(m),
+                    plan.groups.append(Group(m, d, int(s), section.space,
+                                             spec.budget_for(m, d, int(s)),
                                              missing, 1, 0, sample_id, params))
         for sample_id, state in checkpoints.items():
             group = _checkpoint_group(spec, sample_id, state)
@@ -145,7 +146,8 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                     tag = f"{method}-{dataset}-{shots}shot"
                     first = max([have, *(1 + _index(tag, i) for i in taken.get(key, ()))])
                     plan.groups.append(Group(method, dataset, shots, spec.method(method).space,
-                                             spec.budget_for(method), spec.data.seeds, todo,
+                                             spec.budget_for(method, dataset, shots),
+                                             spec.data.seeds, todo,
                                              first, done=have))
     return plan
 
@@ -202,7 +204,7 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
           and getattr(setting, "method_version", 1) == methods.REGISTRY.version(setting.method) and setting.dataset in spec.data.datasets
           and setting.shots in spec.data.shots and setting.seeds == spec.data.seeds)
     if ok:
-        budget = spec.budget_for(setting.method)
+        budget = spec.budget_for(setting.method, setting.dataset, setting.shots)
         ok = (setting.budget == budget.to_budget_spec() and setting.checkpoints == budget.checkpoints
               and setting.data_root == spec.data.root)
     if not ok:
