@@ -46,8 +46,10 @@ SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "coop16.toml"
 SETTINGS_FACTOR = 10
 #: Every budget is divided by this by default.
 BUDGET_FACTOR = 16
-#: ... and these methods' by this much more: each CBBT request returns the features of 257
-#: prompts (52 MB on Caltech101) and its trial trains an adapter on them, real CPU work here.
+#: ... and these methods' by this much more: CBBT's budget is the largest by far (1.9 million
+#: evaluations a trial on Caltech101), and each of its 257-candidate requests is real CPU work
+#: here (the recorded runs were of cbbt v1, whose requests also returned features for its
+#: adapter).
 EXTRA_BUDGET_FACTOR = {"cbbt": 8}
 #: Trials in flight per simulated GPU (coop16: concurrency 8 on 4 GPUs).
 CONCURRENCY_PER_GPU = 2

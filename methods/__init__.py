@@ -10,9 +10,9 @@ from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import BudgetExceededError, ConfigError, PromptTuningError
 from methods.registry import REGISTRY, MethodSpec, Registry
 
-_ES, _PYPOP, _ZO, _CBBT, _BASELINES = (
-    "methods.es_subspace", "methods.es_pypop", "methods.zeroth_order", "methods.zo_adapter",
-    "methods.baselines",
+_ES, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES = (
+    "methods.es_subspace", "methods.es_pypop", "methods.zeroth_order", "methods.cbbt",
+    "methods.zo_adapter", "methods.baselines",
 )
 
 #: Every method: registry name, defining module, config class, method class, summary.
@@ -36,10 +36,13 @@ METHODS: tuple[MethodSpec, ...] = (
         version=2),
     MethodSpec("zo", _ZO, "ZerothOrderConfig", "ZerothOrder",
         "zeroth-order descent: any registered estimator (config 'estimator') + Adam/SGD/SPSA"),
-    MethodSpec("cbbt", _CBBT, "CBBTConfig", "CBBT",
-        "CBBT: 1-token text prompt by sphere ZO (q 256, Adam) + CLIP-Adapter on returned features"),
-    MethodSpec("cbbt-tip", _CBBT, "CBBTTipConfig", "CBBT",
-        "CBBT with a Tip-Adapter-F cache built from the returned training features"),
+    MethodSpec("cbbt", _CBBT, "CBBTPromptConfig", "CBBTPrompt",
+        "CBBT as released: 1-token text prompt by sphere ZO (q 256, Adam, per-epoch cosine)",
+        version=2),
+    MethodSpec("cbbt-adapter", _CBBT_ADAPTER, "CBBTConfig", "CBBT",
+        "CBBT + CLIP-Adapter on returned features (RECONSTRUCTION: not in the release)"),
+    MethodSpec("cbbt-tip", _CBBT_ADAPTER, "CBBTTipConfig", "CBBT",
+        "CBBT + Tip-Adapter-F cache, CBBT's alpha 3 / beta 1 (RECONSTRUCTION)", version=2),
     MethodSpec("zip", _BASELINES, "ZIPConfig", "ZIP",
         "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens, low-rank 417-variable subspace",
         version=2),

@@ -170,13 +170,15 @@ class Method(ABC):
     def ask_size(self) -> int:
         """How many candidates the next ask() returns (the loop checks the budget with it)."""
 
-    def plan(self, asks: int | None) -> None:
-        """Told once, before the first ask, how many asks the budget allows (None: unknown).
+    def plan(self, asks: int | None, steps_per_epoch: int | None = None) -> None:
+        """Told once, before the first ask, how many asks the budget allows (None: unknown)
+        and, for a method with a mini-batch, how many asks make one pass over the training
+        set (``max(1, train images // minibatch)``, as Dassl drops the last partial batch).
 
         Methods with a schedule over the run (cosine learning rates, deep
         block cycles) use it; the default ignores it.
         """
-        del asks
+        del asks, steps_per_epoch
 
     @property
     def minibatch(self) -> int | None:

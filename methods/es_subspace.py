@@ -424,7 +424,8 @@ class BPTVLMDeep(_PycmaMethod):
     def ask_size(self) -> int:
         return int(self._ess[self._block].popsize)
 
-    def plan(self, asks: int | None) -> None:
+    def plan(self, asks: int | None, steps_per_epoch: int | None = None) -> None:
+        del steps_per_epoch
         n_blocks = len(self._ess)
         if self.config.complete_rounds_only and asks is not None:
             self._max_asks = self._asks_done + (asks // n_blocks) * n_blocks

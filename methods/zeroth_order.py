@@ -21,8 +21,13 @@ rule is one of
 ``lr_k`` of ``adam`` and ``sgd`` follows ``schedule``: constant, or cosine
 annealing over the steps announced by ``plan()`` (Dassl's CosineAnnealingLR
 stepped once per step instead of once per epoch), optionally after
-``warmup_steps`` at ``warmup_lr`` (Dassl's constant warm-up). Without a plan
-the cosine schedule is constant. Clipping acts on the raw estimate, before the
+``warmup_steps`` at ``warmup_lr`` (Dassl's constant warm-up); or
+``cosine_epoch``, Dassl's schedule as CBBT runs it: the rate is constant
+within an epoch (``plan()``'s steps per epoch, one pass over the training
+set), ``warmup_epochs`` epochs at ``warmup_lr``, then epoch e at
+lr (1 + cos(pi (e - warmup_epochs) / E)) / 2 over the E planned epochs
+(ConstantWarmupScheduler over CosineAnnealingLR(T_max = E)). Without a plan
+either cosine schedule is constant. Clipping acts on the raw estimate, before the
 weight decay, as ``clip_grad_norm_`` before ``Adam.step`` does in CBBT.
 """
 
@@ -50,7 +55,7 @@ __all__ = [
 ]
 
 UPDATES = ("adam", "sgd", "spsa")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "cosine_epoch")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,10 +78,13 @@ class DescentConfig(PromptConfig):
     weight_decay: float = 0.0
     #: decoupled weight decay x <- x (1 - lr_k wd) (AdamW) instead of L2.
     decoupled_weight_decay: bool = False
-    #: "constant" or "cosine" (over the steps given to plan()); ignored by "spsa".
+    #: "constant", "cosine" (over the steps given to plan()) or "cosine_epoch" (Dassl's,
+    #: stepped per epoch); ignored by "spsa".
     schedule: str = "cosine"
     #: steps at warmup_lr before the schedule starts (Dassl's constant warm-up).
     warmup_steps: int = 0
+    #: with "cosine_epoch": epochs at warmup_lr before the cosine (CBBT: 1).
+    warmup_epochs: int = 0
     #: learning rate of the warm-up steps (CBBT and CoOp: 1e-5).
     warmup_lr: float = 1e-5
     #: clip the gradient estimate to this Euclidean norm (CBBT: 5); None: no clipping.
@@ -105,8 +113,12 @@ class DescentConfig(PromptConfig):
         for name in ("weight_decay", "spsa_alpha", "spsa_offset"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0; got {self.warmup_steps}")
+        if self.warmup_steps < 0 or self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_steps and warmup_epochs must be >= 0; got "
+                              f"{self.warmup_steps}, {self.warmup_epochs}")
+        if self.warmup_epochs and self.schedule != "cosine_epoch":
+            raise ConfigError("warmup_epochs needs schedule = 'cosine_epoch' (warmup_steps "
+                              "warms up a per-step schedule)")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"clip_norm must be > 0 or None; got {self.clip_norm}")
         if self.clip_norm is not None and self.clip_sqrt_dim:
@@ -125,6 +137,8 @@ class UpdateRule:
         self.m = np.zeros(dim)
         self.v = np.zeros(dim)
         self.t = 0  # completed steps
+        #: steps per epoch, for "cosine_epoch" (told by the method's plan(); None: 1).
+        self.per_epoch: int | None = None
 
     def learning_rate(self, t: int, planned: int | None) -> float:
         """The gain of step t (0-based) when ``planned`` steps are expected in all."""
@@ -132,6 +146,16 @@ class UpdateRule:
         if c.update == "spsa":
             # a_k = a / (k + o)^alpha, k = t + 1 (changdaeoh/BlackVIP: trainers/blackvip.py).
             return c.lr / (t + 1 + c.spsa_offset) ** c.spsa_alpha
+        if c.schedule == "cosine_epoch":
+            per = self.per_epoch or 1
+            epoch = t // per
+            if epoch < c.warmup_epochs:
+                return c.warmup_lr
+            if planned is None:
+                return c.lr
+            epochs = max(math.ceil(planned / per), 1)
+            s = min(epoch - c.warmup_epochs, epochs - 1)
+            return c.lr * 0.5 * (1.0 + math.cos(math.pi * s / epochs))
         if t < c.warmup_steps:
             return c.warmup_lr
         if c.schedule == "constant" or planned is None:
@@ -172,12 +196,13 @@ class UpdateRule:
         return x - (lr / (1 - b1**self.t)) * self.m / denom
 
     def state_dict(self) -> dict[str, Any]:
-        return {"m": self.m.copy(), "v": self.v.copy(), "t": self.t}
+        return {"m": self.m.copy(), "v": self.v.copy(), "t": self.t, "per_epoch": self.per_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.m = np.array(state["m"], dtype=np.float64)
         self.v = np.array(state["v"], dtype=np.float64)
         self.t = int(state["t"])
+        self.per_epoch = state.get("per_epoch")
 
 
 class Descent(Method):
@@ -211,10 +236,11 @@ class Descent(Method):
         """Completed steps (tells)."""
         return self.rule.t
 
-    def plan(self, asks: int | None) -> None:
+    def plan(self, asks: int | None, steps_per_epoch: int | None = None) -> None:
         if asks is not None and asks < 0:
             raise ConfigError(f"{self.name}: plan() needs asks >= 0 or None; got {asks}")
         self.planned = asks
+        self.rule.per_epoch = steps_per_epoch
 
     def ask(self) -> np.ndarray:
         if self._pending is None:

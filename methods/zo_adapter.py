@@ -1,7 +1,10 @@
-"""CBBT: a zeroth-order textual prompt and an output-feature adapter, trained together.
+"""CBBT's adapter variants: a zeroth-order textual prompt and an output-feature adapter.
 
 Guo et al., "Black-Box Tuning of Vision-Language Models with Effective Gradient
 Approximation", Findings of EMNLP 2023 (guozix/cbbt; METHODS.md section 2).
+RECONSTRUCTIONS: the release runs the prompt alone (``cbbt``, ``methods.cbbt``);
+its adapter trainers are absent, so ``cbbt-adapter`` and ``cbbt-tip`` are ours,
+with CBBT's prompt side and the adapter settings its configs give.
 
 Collaboration, one step per ask/tell round:
 
@@ -30,12 +33,16 @@ Adapters (``adapter``):
 * ``tip``: Tip-Adapter-F (Zhang et al. 2022) as in CBBT's trainers/tip_adapter.py:
   logits = 60 f W^T + alpha exp(-beta (1 - f K^T)) V, with a cache of keys K
   (learnable, initialised from the image features) and one-hot values V built
-  from the distinct training features seen so far.
+  from the distinct training features seen so far; alpha 3.0 and beta 1.0 as
+  CBBT's train.py defaults (init_alpha, init_beta). Deviation: CBBT builds its
+  cache once, from 10 augmented passes over the training set; here it fills
+  from the un-augmented mini-batches the prompt steps see (no augmentation
+  yet, and no queries spent on a pass of its own).
 
 The published code lacks the adapter trainers (trainers/coopadapter.py and
 cooptip.py are absent): the interleaving and the CLIP-Adapter optimiser are
 reconstructions. Both adapters use CBBT's Tip optimiser, AdamW lr 1e-3, wd 0.01.
-``cbbt`` applies and trains its adapter from the first step; ``cbbt-tip`` only
+``cbbt-adapter`` applies and trains its adapter from the first step; ``cbbt-tip`` only
 fills its cache during the first 1/15 of the planned steps (CBBT's
 adapter_startepoch 10 of 150 epochs) and then uses and trains it. Before its
 start an adapter is not applied: the local loss is the plain CLIP loss.
@@ -61,7 +68,8 @@ from torch import nn
 
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
-from methods.zeroth_order import ZerothOrder, ZerothOrderConfig
+from methods.cbbt import CBBTPromptConfig
+from methods.zeroth_order import ZerothOrder
 
 __all__ = ["CBBT", "CBBTConfig", "CBBTTipConfig", "ClipAdapter", "GrowingAdamW", "TipCache"]
 
@@ -162,33 +170,9 @@ class GrowingAdamW:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CBBTConfig(ZerothOrderConfig):
-    """CBBT's published defaults (guozix/cbbt: configs/trainers/CBBT/*.yaml, cooppara.py)."""
+class CBBTConfig(CBBTPromptConfig):
+    """CBBT's prompt side (``methods.cbbt``) with a reconstructed adapter on the features."""
 
-    #: one context token (CBBT N_CTX 1): the search space is its 512-d offset.
-    n_text: int = 1
-    #: initial context phrase (CBBT: "a").
-    text_init: str | None = "a"
-    #: CBBT searches the context directly (no subspace).
-    intrinsic_dim_text: int | None = None
-    #: CBBT's estimator: random directions on the unit sphere, one-sided, same batch.
-    estimator: str = "sphere"
-    #: directions per step (CBBT: 256, so 257 losses per step).
-    q: int = 256
-    #: radius; None: the estimator's default (sphere: CBBT's eps = max(1/d, 0.001)).
-    mu: float | None = None
-    #: images per step (CBBT: batch 32).
-    batch_size: int | None = 32
-    #: Adam (CBBT).
-    update: str = "adam"
-    #: prompt learning rate (CBBT: 0.002).
-    lr: float = 0.002
-    #: torch Adam weight decay, L2 on the gradient (CBBT: 5e-4).
-    weight_decay: float = 5e-4
-    #: cosine over the planned steps (CBBT: cosine per epoch).
-    schedule: str = "cosine"
-    #: clip_grad_norm on the estimate (CBBT: 5).
-    clip_norm: float | None = 5.0
     #: "clip" (CLIP-Adapter residual) or "tip" (Tip-Adapter-F cache).
     adapter: str = "clip"
     #: residual ratio of the CLIP-Adapter (CBBT adapter_ratio 0.2).
@@ -206,10 +190,12 @@ class CBBTConfig(ZerothOrderConfig):
     #: estimate the prompt's gradient from the local losses through the adapter (CBBT);
     #: False uses the black box's own losses.
     local_loss: bool = True
-    #: Tip-Adapter's alpha, weight of the cache logits (Tip-Adapter paper: 1; CBBT's: not found).
-    tip_alpha: float = 1.0
-    #: Tip-Adapter's beta, sharpness of the affinities (Tip-Adapter paper: 5.5; CBBT's: not found).
-    tip_beta: float = 5.5
+    #: Tip-Adapter's alpha, weight of the cache logits (CBBT train.py init_alpha: 3.0; the
+    #: Tip-Adapter paper: 1).
+    tip_alpha: float = 3.0
+    #: Tip-Adapter's beta, sharpness of the affinities (CBBT train.py init_beta: 1.0; the
+    #: Tip-Adapter paper: 5.5).
+    tip_beta: float = 1.0
     #: scale of Tip's CLIP logits (CBBT trainers/tip_adapter.py: 60); None: the model's logit scale.
     tip_clip_scale: float | None = 60.0
     #: most cache entries kept (distinct training features; extra ones are ignored).
@@ -275,7 +261,7 @@ class CBBT(ZerothOrder):
         (30, 3)
     """
 
-    name: ClassVar[str] = "cbbt"
+    name: ClassVar[str] = "cbbt-adapter"
     needs_features: ClassVar[bool] = True
 
     def __init__(self, config: CBBTConfig, space: SearchSpace, seed: int) -> None:

@@ -35,9 +35,9 @@ def test_registry_imports_a_method_only_when_it_is_made():
         "import sys\n"
         "import methods.errors, methods\n"
         "names = methods.REGISTRY.names()\n"
-        "assert 'cbbt' in methods.REGISTRY and 'bpt-vlm' in names, names\n"
+        "assert 'cbbt-adapter' in methods.REGISTRY and 'bpt-vlm' in names, names\n"
         + loaded
-        + "methods.REGISTRY.entry('cbbt')\n"
+        + "methods.REGISTRY.entry('cbbt-adapter')\n"
         + loaded
     )
     assert out.splitlines() == ["[]", "['methods.zo_adapter', 'torch']"], out

@@ -312,7 +312,7 @@ def test_space_is_conditional_on_sampled_and_fixed_values():
 
 def test_overrides_and_fixed_values_take_effect():
     space = make_space(
-        "cbbt",
+        "cbbt-adapter",
         {"q": {"choices": [8]}, "lr": {"low": 0.01, "high": 0.02}, "mu": {"value": 0.05},
          "adapter_ratio": {"low": 0.1, "high": 0.3}},
         {"estimator": "sphere"},

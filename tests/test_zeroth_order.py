@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 
 import numpy as np
 import pytest
 
 import methods
-from methods import baselines, zeroth_order, zo_adapter
+from methods import baselines, cbbt, zeroth_order, zo_adapter
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
 from methods.estimators import ESTIMATORS
@@ -31,7 +32,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    modules = {m.__name__ for m in (zeroth_order, zo_adapter, baselines)}
+    modules = {m.__name__ for m in (zeroth_order, cbbt, zo_adapter, baselines)}
     return Registry(spec for spec in methods.METHODS if spec.module in modules)
 
 
@@ -138,7 +139,7 @@ def test_each_method_improves_on_a_quadratic(registry, case):
     assert objective.value(method.recommend()) < 0.5 * start
 
 
-@pytest.mark.parametrize("name, gain", [("cbbt", 0.1), ("cbbt-tip", 0.2)])
+@pytest.mark.parametrize("name, gain", [("cbbt-adapter", 0.1), ("cbbt-tip", 0.2)])
 def test_cbbt_adapter_and_prompt_raise_the_local_accuracy(registry, name, gain):
     accuracies = {}
     for adapter_steps in (1, 0):  # published (one adapter step per prompt step), prompt alone
@@ -155,7 +156,7 @@ def test_cbbt_adapter_and_prompt_raise_the_local_accuracy(registry, name, gain):
 
 def test_cbbt_predict_uses_the_adapter(registry):
     task = Features()
-    method = registry.create("cbbt", {"q": 8}, SearchSpace(24), seed=0)
+    method = registry.create("cbbt-adapter", {"q": 8}, SearchSpace(24), seed=0)
     run(method, task, 5)
     ev = task(method.recommend()[None])
     plain = ev.logit_scale * ev.image_features[0] @ ev.text_features[0].T
@@ -177,7 +178,7 @@ def torch_tensor(a):
 def test_cbbt_local_losses_drive_the_estimate(registry):
     """Before any adapter step the local loss of the centre equals the black box's own loss."""
     task = Features()
-    method = registry.create("cbbt", {"q": 4, "adapter_start": 0.5}, SearchSpace(24), seed=0)
+    method = registry.create("cbbt-adapter", {"q": 4, "adapter_start": 0.5}, SearchSpace(24), seed=0)
     method.plan(10)
     z = method.ask()
     ev = task(z, 32)
@@ -187,7 +188,7 @@ def test_cbbt_local_losses_drive_the_estimate(registry):
 
 
 def test_cbbt_without_features_raises(registry):
-    method = registry.create("cbbt", {"q": 4}, SearchSpace(24), seed=0)
+    method = registry.create("cbbt-adapter", {"q": 4}, SearchSpace(24), seed=0)
     z = method.ask()
     with pytest.raises(ConfigError, match="features"):
         method.tell(z, Evaluation(losses=np.zeros(len(z))))
@@ -197,7 +198,7 @@ def test_cbbt_without_features_raises(registry):
 @pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
 def test_cbbt_estimator_is_switchable(registry, estimator):
     task = Features()
-    method = registry.create("cbbt", {"estimator": estimator, "q": 4}, SearchSpace(24), seed=0)
+    method = registry.create("cbbt-adapter", {"estimator": estimator, "q": 4}, SearchSpace(24), seed=0)
     assert method.ask_size == method.estimator.queries_per_step
     run(method, task, 4)
     assert method.steps == 4 and np.isfinite(method.recommend()).all()
@@ -219,7 +220,8 @@ ROUND_TRIP_CASES = {
     "zip": ({}, Quadratic(30)),
     "blackvip": ({}, Quadratic(30)),
     "coop": ({}, Quadratic(30)),
-    "cbbt": ({"q": 6}, Features(dim=30)),
+    "cbbt": ({"q": 6}, Quadratic(30)),
+    "cbbt-adapter": ({"q": 6}, Features(dim=30)),
     "cbbt-tip": ({"q": 6, "adapter_start": 0.0}, Features(dim=30)),
 }
 
@@ -288,11 +290,13 @@ def test_ask_size_is_the_estimator_cost(registry, estimator):
 def test_published_costs_and_minibatches(registry):
     space = SearchSpace(512)
     sizes = {name: registry.create(name, {}, space, seed=0) for name in
-             ("cbbt", "cbbt-tip", "zip", "blackvip", "coop", "zero-shot")}
+             ("cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip", "coop", "zero-shot")}
     assert {k: m.ask_size for k, m in sizes.items()} == {
-        "cbbt": 257, "cbbt-tip": 257, "zip": 10, "blackvip": 10, "coop": 1, "zero-shot": 0}
+        "cbbt": 257, "cbbt-adapter": 257, "cbbt-tip": 257, "zip": 10, "blackvip": 10, "coop": 1,
+        "zero-shot": 0}
     assert {k: m.minibatch for k, m in sizes.items() if k != "zero-shot"} == {
-        "cbbt": 32, "cbbt-tip": 32, "zip": 128, "blackvip": 128, "coop": 32}
+        "cbbt": 32, "cbbt-adapter": 32, "cbbt-tip": 32, "zip": 128, "blackvip": 128, "coop": 32}
+    assert not sizes["cbbt"].needs_features and sizes["cbbt-adapter"].needs_features
     assert sizes["cbbt"].estimator.mu == pytest.approx(1 / 512)
     assert sizes["zip"].estimator.gamma == 0.1 and sizes["blackvip"].estimator.beta == 0.9
     assert not sizes["coop"].black_box and sizes["coop"].needs_gradient
@@ -405,16 +409,19 @@ def test_bad_zo_configs_are_rejected(registry, bad):
 ])
 def test_bad_cbbt_configs_are_rejected(registry, bad):
     with pytest.raises(ConfigError):
-        registry.make_config("cbbt", bad)
+        registry.make_config("cbbt-adapter", bad)
 
 
 def test_registered_names_and_documented_fields(registry):
     assert set(registry.names()) == {
-        "zo", "cbbt", "cbbt-tip", "zip", "blackvip", "zero-shot", "coop"}
+        "zo", "cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip", "zero-shot", "coop"}
     defaults = registry.make_config("cbbt")
     assert (defaults.n_text, defaults.text_init, defaults.intrinsic_dim_text) == (1, "a", None)
-    assert (defaults.estimator, defaults.q, defaults.lr, defaults.weight_decay,
-            defaults.clip_norm) == ("sphere", 256, 0.002, 5e-4, 5.0)
+    assert (defaults.estimator, defaults.q, defaults.lr, defaults.weight_decay, defaults.clip_norm,
+            defaults.schedule, defaults.warmup_epochs, defaults.warmup_lr) == (
+        "sphere", 256, 0.002, 5e-4, 5.0, "cosine_epoch", 1, 1e-5)
+    tip = registry.make_config("cbbt-tip")  # CBBT train.py: init_alpha 3.0, init_beta 1.0
+    assert (tip.tip_alpha, tip.tip_beta, tip.tip_clip_scale) == (3.0, 1.0, 60.0)
     zip_ = registry.make_config("zip")
     assert (zip_.intrinsic_dim_text, zip_.text_subspace, zip_.subspace_rank,
             zip_.text_init_std) == (500, "lowrank", 5, 0.02)
@@ -422,3 +429,21 @@ def test_registered_names_and_documented_fields(registry):
     for name in registry.names():
         fields = dataclasses.fields(registry.entry(name).config_cls)
         assert all(f.default is not dataclasses.MISSING for f in fields)
+
+
+def test_cbbt_runs_dassls_per_epoch_cosine_after_one_warm_up_epoch(registry):
+    # CBBT (configs/trainers/CBBT): one epoch at 1e-5, then Dassl's cosine stepped per epoch;
+    # the loop tells the method its epoch: 160 images // 32 = 5 steps.
+    from sweep.budget import BudgetSpec
+    from sweep.run.loop import start_loop
+    from sweep.testing.objectives import QuadraticObjective
+
+    method = registry.create("cbbt", {"q": 4}, SearchSpace(8), seed=0)
+    objective = QuadraticObjective(8, BudgetSpec(unit="candidate_evals", limit=50 * 5), images=160)
+    start_loop(method, objective)
+    assert (method.planned, method.rule.per_epoch) == (50, 5)  # 10 epochs of 5 steps
+    rates = [method.rule.learning_rate(t, method.planned) for t in range(50)]
+    assert rates[:5] == [1e-5] * 5
+    for epoch in range(1, 10):
+        expected = 0.002 * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / 10))
+        assert rates[5 * epoch:5 * epoch + 5] == pytest.approx([expected] * 5)

@@ -49,7 +49,9 @@ def start_loop(method: Method, objective: Objective, checkpoints: int = 8) -> Lo
     """A fresh run's state: the method told how many asks the budget allows, the checkpoints' levels."""
     unit, limit = objective.budget.unit, objective.budget.limit
     per_ask = objective.cost(method.ask_size, method.minibatch)[unit] if method.ask_size else 0
-    method.plan(None if limit is None or per_ask == 0 else (limit - objective.used[unit]) // per_ask)
+    per_epoch = max(1, objective.meter.images // method.minibatch) if method.minibatch else None
+    method.plan(None if limit is None or per_ask == 0 else (limit - objective.used[unit]) // per_ask,
+                steps_per_epoch=per_epoch)
     return LoopState(checkpoint_schedule(limit, per_ask, checkpoints) if limit is not None else [])
 
 

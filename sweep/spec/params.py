@@ -146,6 +146,9 @@ _CBBT = (
     _Q_DIRECTIONS,
     _MU,
     _LR,
+)
+_CBBT_ADAPTER = (
+    *_CBBT,
     # The adapter is trained locally with AdamW (CBBT's Tip config: 1e-3).
     Param(name="adapter_lr", kind="float", low=1e-4, high=1e-2, log=True),
 )
@@ -178,7 +181,8 @@ DEFAULT_SPACES: Mapping[str, tuple[Param, ...]] = MappingProxyType({
     "bpt-vlm-mmes": _PYPOP,
     "bpt-vlm-lmmaes": _PYPOP,
     "cbbt": _CBBT,
-    "cbbt-tip": _CBBT,
+    "cbbt-adapter": _CBBT_ADAPTER,
+    "cbbt-tip": _CBBT_ADAPTER,
     "zo": _ZO,
     "zip": _ZIP,
     "blackvip": _BLACKVIP,
