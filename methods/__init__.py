@@ -46,8 +46,9 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("zip", _BASELINES, "ZIPConfig", "ZIP",
         "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens, low-rank 417-variable subspace",
         version=2),
-    MethodSpec("blackvip", _BASELINES, "BlackVIPConfig", "BlackVIP",
-        "BlackVIP-style SPSA-GC (q 5) on 5 visual prompt tokens"),
+    MethodSpec("blackvip-tokens", _BASELINES, "BlackVIPConfig", "BlackVIP",
+        "BlackVIP's SPSA-GC (q 5) on 5 visual prompt tokens, the data set's template (not "
+        "BlackVIP's pixel-prompt coordinator)"),
     MethodSpec("zero-shot", _BASELINES, "ZeroShotConfig", "ZeroShot",
         "zero-shot CLIP with the hand-written template; no queries"),
     MethodSpec("coop", _BASELINES, "CoOpConfig", "CoOp",

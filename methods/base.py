@@ -88,6 +88,9 @@ class PromptConfig:
     deep: bool = False
     #: phrase whose token embeddings are the initial context (its length must be n_text).
     text_init: str | None = None
+    #: with n_text = 0: the class prompts are the data set's hand-written template (BlackVIP),
+    #: not "{class}.".
+    text_template: bool = False
     #: dimension of the random text subspace per layer (None: search the context directly).
     intrinsic_dim_text: int | None = None
     #: dimension of the random visual subspace per layer (None: search the prompt directly).
@@ -119,6 +122,8 @@ class PromptConfig:
                 raise ConfigError(f"{name} must be >= 0; got {value}")
         if self.n_text + self.n_visual == 0:
             raise ConfigError("a prompt needs n_text + n_visual > 0")
+        if self.text_template and self.n_text:
+            raise ConfigError("text_template takes no context tokens (n_text = 0)")
         for name in ("intrinsic_dim_text", "intrinsic_dim_visual"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -19,7 +19,7 @@ Example (ZIP and BlackVIP on a quadratic in 20 dimensions)::
     ...     error = ((method.recommend() - target) ** 2).sum()
     ...     print(method.name, bool(error < 0.5 * (target**2).sum()))
     zip True
-    blackvip True
+    blackvip-tokens True
 """
 
 from __future__ import annotations
@@ -105,8 +105,10 @@ class ZIP(ZerothOrder):
 class BlackVIPConfig(BlackVIPSPSAConfig):
     """BlackVIP's published defaults (Oh et al., CVPR 2023; changdaeoh/BlackVIP)."""
 
-    #: no text context: BlackVIP's text side is a fixed prompt.
+    #: no text context: BlackVIP's text side is a fixed prompt,
     n_text: int = 0
+    #: the data set's hand-written template (BlackVIP: trainers/blackvip.py).
+    text_template: bool = True
     #: 5 visual prompt tokens stand in for BlackVIP's pixel-space prompt generator.
     n_visual: int = 5
     #: the visual tokens are searched directly (no subspace).
@@ -120,18 +122,19 @@ class BlackVIPConfig(BlackVIPSPSAConfig):
 
 
 class BlackVIP(ZerothOrder):
-    """BlackVIP-style SPSA-GC on visual prompt tokens (Oh et al., CVPR 2023).
+    """BlackVIP's optimiser, SPSA-GC, on 5 visual prompt tokens (Oh et al., CVPR 2023):
+    registered as ``blackvip-tokens``, since it is not BlackVIP's method.
 
-    Deviation: BlackVIP tunes a pixel-space prompt generator (a frozen MAE
-    encoder and a 9,920-parameter decoder, METHODS.md section 4); this project
-    has no pixel prompts, so the same optimiser tunes 5 visual prompt tokens
-    directly (a subspace is one setting away: ``intrinsic_dim_visual``). The
-    text side is the oracle's plain class prompt, not BlackVIP's hand-written
-    template. BlackVIP counts no queries; here a step costs 2q = 10 points.
-    Example: the module docstring.
+    BlackVIP tunes a pixel-space prompt generator (a frozen MAE encoder and a
+    9,920-parameter decoder, METHODS.md section 4); this project has no pixel
+    prompts, so the same optimiser tunes 5 visual prompt tokens directly (a
+    subspace is one setting away: ``intrinsic_dim_visual``). The text side is
+    the data set's hand-written template, as in BlackVIP (``text_template``;
+    the earlier ``blackvip`` used "{class}."). BlackVIP counts no queries;
+    here a step costs 2q = 10 points. Example: the module docstring.
     """
 
-    name: ClassVar[str] = "blackvip"
+    name: ClassVar[str] = "blackvip-tokens"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,8 @@ from sweep.oracle import load_model
 from sweep.run import build_run, default_budget, run_once
 from sweep.spec import EMBEDDED_MODEL, ModelSpec
 
-DEFAULT_METHODS = ("zero-shot", "bpt-vlm", "bpt-vlm-deep", "bbt", "cbbt", "zip", "blackvip", "coop")
+DEFAULT_METHODS = ("zero-shot", "bpt-vlm", "bpt-vlm-deep", "bbt", "cbbt", "zip", "blackvip-tokens",
+                   "coop")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ def test_plan_of_coop16_needs_no_data_root_no_ray_and_no_image(tmp_path, capsys,
     assert main([str(SWEEPS / "coop16.toml"), "--plan", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(
-        ("bpt-vlm-", "cbbt-", "bbt-", "zip-", "blackvip-"))]
+        ("bpt-vlm-", "cbbt-", "bbt-", "zip-", "blackvip-tokens-"))]
     costs = [r for r in rows if len(r) == 6]  # group, trials, requests, queries, PFLOP, GPU h
     assert len(costs) == 18 and all(float(r[5]) > 0 for r in costs)
     assert "total:" in out and "wall time on 4 GPUs at concurrency 8" in out

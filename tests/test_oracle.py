@@ -43,6 +43,20 @@ def test_context_of_real_words_equals_encode_text(tiny_vit, task):
     torch.testing.assert_close(ours, expected, atol=TOL, rtol=0)
 
 
+def test_a_template_layout_encodes_the_data_sets_template(tiny_vit, task):
+    # BlackVIP's text side: no context, the data set's hand-written template.
+    layout = PromptLayout(n_text=0, n_visual=2, template=True)
+    prompted = PromptedCLIP(tiny_vit.model, tiny_vit.tokenizer, task.classnames, layout,
+                            template="a blurry photo of the digit {}.")
+    with torch.no_grad():
+        ours = prompted.text_features(torch.zeros(1, *prompted.text_shape))[0]
+        tokens = tiny_vit.tokenizer([f"a blurry photo of the digit {c}." for c in task.classnames])
+        expected = tiny_vit.model.encode_text(tokens, normalize=True)
+    torch.testing.assert_close(ours, expected, atol=TOL, rtol=0)
+    with pytest.raises(ConfigError, match="no context"):
+        PromptLayout(n_text=2, template=True)
+
+
 def test_truncated_text_equals_full_77_token_pass(tiny_vit, task):
     layout = PromptLayout(n_text=5)
     prompted = PromptedCLIP(tiny_vit.model, tiny_vit.tokenizer, task.classnames, layout)

@@ -47,7 +47,7 @@ def test_bpt_vlm_budget_is_its_configs_per_data_set_and_the_median_elsewhere():
 
 def test_bbt_zip_and_blackvip_budgets_hold_on_every_data_set():
     assert _limit("bbt", "DTD") == 8000
-    for method in ("zip", "blackvip"):
+    for method in ("zip", "blackvip-tokens"):
         budget = published_budget(method, "ImageNet", 4)
         assert (budget.unit, budget.limit, budget.batch_size) == ("calls", 5000, 128)
     with pytest.raises(ConfigError, match="no published budget"):

@@ -85,7 +85,7 @@ def test_coop16_parses_without_the_data_root():
     assert spec.model.name == "ViT-B-32" and spec.model.pretrained == "openai"
     assert spec.data.root == "/data/coop" and spec.data.seeds == (1, 2, 3)
     assert set(spec.search.methods) == {"bpt-vlm", "bpt-vlm-deep", "cbbt", "bbt", "zip",
-                                        "blackvip"}
+                                        "blackvip-tokens"}
     assert spec.search.scheduler == "asha"
     assert spec.resources.actors == 4 and spec.resources.gpus_per_actor == 1
     assert spec.budget.published  # resolved per group (tests/test_published.py)

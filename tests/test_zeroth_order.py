@@ -123,7 +123,7 @@ QUADRATIC_CASES = {
     "zo-cbbt-optimiser": ({"estimator": "sphere", "q": 64, "lr": 0.02, "weight_decay": 5e-4,
                            "clip_norm": 5.0}, 200, 100, {}),
     "zip": ({}, 200, 300, {}),
-    "blackvip": ({}, 200, 300, {}),
+    "blackvip-tokens": ({}, 200, 300, {}),
     "coop": ({}, 300, 100, {}),
 }
 
@@ -218,7 +218,7 @@ def test_cbbt_tip_cache_holds_distinct_seen_features(registry):
 ROUND_TRIP_CASES = {
     "zo": ({"estimator": "prgf", "q": 6}, Quadratic(30)),
     "zip": ({}, Quadratic(30)),
-    "blackvip": ({}, Quadratic(30)),
+    "blackvip-tokens": ({}, Quadratic(30)),
     "coop": ({}, Quadratic(30)),
     "cbbt": ({"q": 6}, Quadratic(30)),
     "cbbt-adapter": ({"q": 6}, Features(dim=30)),
@@ -290,15 +290,17 @@ def test_ask_size_is_the_estimator_cost(registry, estimator):
 def test_published_costs_and_minibatches(registry):
     space = SearchSpace(512)
     sizes = {name: registry.create(name, {}, space, seed=0) for name in
-             ("cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip", "coop", "zero-shot")}
+             ("cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip-tokens", "coop",
+              "zero-shot")}
     assert {k: m.ask_size for k, m in sizes.items()} == {
-        "cbbt": 257, "cbbt-adapter": 257, "cbbt-tip": 257, "zip": 10, "blackvip": 10, "coop": 1,
-        "zero-shot": 0}
+        "cbbt": 257, "cbbt-adapter": 257, "cbbt-tip": 257, "zip": 10, "blackvip-tokens": 10,
+        "coop": 1, "zero-shot": 0}
     assert {k: m.minibatch for k, m in sizes.items() if k != "zero-shot"} == {
-        "cbbt": 32, "cbbt-adapter": 32, "cbbt-tip": 32, "zip": 128, "blackvip": 128, "coop": 32}
+        "cbbt": 32, "cbbt-adapter": 32, "cbbt-tip": 32, "zip": 128, "blackvip-tokens": 128,
+        "coop": 32}
     assert not sizes["cbbt"].needs_features and sizes["cbbt-adapter"].needs_features
     assert sizes["cbbt"].estimator.mu == pytest.approx(1 / 512)
-    assert sizes["zip"].estimator.gamma == 0.1 and sizes["blackvip"].estimator.beta == 0.9
+    assert sizes["zip"].estimator.gamma == 0.1 and sizes["blackvip-tokens"].estimator.beta == 0.9
     assert not sizes["coop"].black_box and sizes["coop"].needs_gradient
     assert all(m.black_box for k, m in sizes.items() if k != "coop")
 
@@ -414,7 +416,7 @@ def test_bad_cbbt_configs_are_rejected(registry, bad):
 
 def test_registered_names_and_documented_fields(registry):
     assert set(registry.names()) == {
-        "zo", "cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip", "zero-shot", "coop"}
+        "zo", "cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip-tokens", "zero-shot", "coop"}
     defaults = registry.make_config("cbbt")
     assert (defaults.n_text, defaults.text_init, defaults.intrinsic_dim_text) == (1, "a", None)
     assert (defaults.estimator, defaults.q, defaults.lr, defaults.weight_decay, defaults.clip_norm,

@@ -127,7 +127,7 @@ class ClipOracle(Metered):
         self.images = images
         self.max_logits = max_logits
         self.prompted = PromptedCLIP(model.model, model.tokenizer, task.classnames, layout,
-                                     max_batch_tokens=max_batch_tokens)
+                                     max_batch_tokens=max_batch_tokens, template=task.template)
         self._labels = {
             name: torch.as_tensor(split.labels, device=self.device)
             for name, split in (("train", task.train), ("val", task.val), ("test", task.test))

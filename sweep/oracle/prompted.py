@@ -81,7 +81,8 @@ class PromptedCLIP:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, classnames: tuple[str, ...],
-                 layout: PromptLayout, max_batch_tokens: int = 1 << 14) -> None:
+                 layout: PromptLayout, max_batch_tokens: int = 1 << 14,
+                 template: str | None = None) -> None:
         self.model = model
         self.layout = layout
         self.max_batch_tokens = max_batch_tokens
@@ -118,8 +119,13 @@ class PromptedCLIP:
         self.visual_width = visual.class_embedding.shape[0] if self.is_vit else 0
         self.visual_layers = len(visual.transformer.resblocks) if self.is_vit else 0
 
-        placeholder = " ".join(["X"] * layout.n_text)
-        prompts = [f"{placeholder} {name}.".strip() for name in self.classnames]
+        if layout.template:  # no context: the data set's own hand-written template (BlackVIP)
+            if template is None:
+                raise ModelError("the layout asks for the data set's template, but none was given")
+            prompts = [template.format(name) for name in self.classnames]
+        else:
+            placeholder = " ".join(["X"] * layout.n_text)
+            prompts = [f"{placeholder} {name}.".strip() for name in self.classnames]
         self._tokens, self._eot = self._tokenize(prompts)
         with torch.no_grad():
             self._token_embeds = text.token_embedding(self._tokens).float()  # (C, L_cut, W)

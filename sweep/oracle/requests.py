@@ -46,6 +46,9 @@ class PromptLayout:
     deep: bool = False
     #: phrase whose token embeddings initialise the context (its length must be n_text).
     text_init: str | None = None
+    #: with n_text = 0: the class prompts are the data set's hand-written template
+    #: (BlackVIP's text side), not "{class}.".
+    template: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_text", "n_visual"):
@@ -54,6 +57,8 @@ class PromptLayout:
                 raise ConfigError(f"prompt layout: {name} must be an integer in [0, 64]; got {value!r}")
         if self.text_init is not None and self.n_text == 0:
             raise ConfigError("prompt layout: text_init needs n_text > 0")
+        if self.template and self.n_text:
+            raise ConfigError("prompt layout: the data set's template takes no context (n_text = 0)")
 
 
 def count_candidates(layout: PromptLayout, text_shape: tuple[int, ...], visual_shape: tuple[int, ...],

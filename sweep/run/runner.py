@@ -36,9 +36,9 @@ DEFAULT_BUDGETS: dict[str, tuple[str, int]] = {
     "bbt": ("candidate_evals", 8000),
     # CBBT: 150 epochs of 32-image steps, 257 losses per step; on 16 shots x 10 classes
     # that is 150 * 5 * 257 = 192,750 candidate evaluations on mini-batches.
-    **dict.fromkeys(("cbbt", "cbbt-tip"), ("candidate_evals", 192_750)),
+    **dict.fromkeys(("cbbt", "cbbt-adapter", "cbbt-tip"), ("candidate_evals", 192_750)),
     # ZIP: 5,000 calls of one mini-batch (<= 128 images); ZIP re-ran BlackVIP at the same budget.
-    **dict.fromkeys(("zip", "blackvip"), ("calls", 5000)),
+    **dict.fromkeys(("zip", "blackvip-tokens"), ("calls", 5000)),
     # White-box CoOp (not black-box): 300 full-batch gradient steps.
     "coop": ("candidate_evals", 300),
     "zero-shot": ("candidate_evals", 0),
@@ -66,7 +66,7 @@ class Run:
 def layout_of(config) -> PromptLayout:
     """The oracle's prompt layout from a method config (a methods.base.PromptConfig)."""
     return PromptLayout(n_text=config.n_text, n_visual=config.n_visual, deep=config.deep,
-                        text_init=config.text_init)
+                        text_init=config.text_init, template=config.text_template)
 
 
 def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,

@@ -185,7 +185,7 @@ DEFAULT_SPACES: Mapping[str, tuple[Param, ...]] = MappingProxyType({
     "cbbt-tip": _CBBT_ADAPTER,
     "zo": _ZO,
     "zip": _ZIP,
-    "blackvip": _BLACKVIP,
+    "blackvip-tokens": _BLACKVIP,
     # White-box CoOp: its Adam learning rate only (published 0.002 for SGD; 0.02 here).
     "coop": (_LR,),
     # Zero-shot has no hyperparameters.

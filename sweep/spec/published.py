@@ -52,7 +52,7 @@ CBBT_DEFAULT_EPOCHS, CBBT_BATCH, CBBT_Q = 150, 32, 256
 
 _CBBT = ("cbbt", "cbbt-adapter", "cbbt-tip")
 _BPT_VLM = ("bpt-vlm", "bpt-vlm-deep", "bpt-vlm-lmcmaes", "bpt-vlm-mmes", "bpt-vlm-lmmaes")
-_CALLS = ("zip", "blackvip")
+_CALLS = ("zip", "blackvip-tokens")
 
 
 def has_published_budget(method: str) -> bool:
