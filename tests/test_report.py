@@ -284,3 +284,51 @@ def test_module_runs_as_a_script(tmp_path):
     out = subprocess.run([sys.executable, "-m", "sweep.report", str(tmp_path / "nothing")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: ")
+
+
+# ---------------------------------------------------------------- published targets
+
+TARGET_SPEC = """
+name = "synth"
+[data]
+datasets = ["digits"]
+shots = [16]
+[budget]
+limit = 1000
+[search]
+methods = ["bbt", "cbbt", "zip"]
+[targets]
+source = "a made-up table"
+shots = 16
+[targets.bbt]
+digits = 70.0
+[targets.cbbt]
+digits = 60.0
+[targets.zip]
+digits = 50.0
+"""
+
+
+def test_each_result_is_set_beside_its_published_target(sweep_dir, tmp_path, capsys):
+    from sweep.report.targets import target_comparison
+    from sweep.spec import parse_spec
+
+    targets = parse_spec(TARGET_SPEC, "synth.toml").targets
+    trials, curves = load_results(sweep_dir)
+    table = target_comparison(trials, curves, targets).set_index("method")
+    # bbt-A is chosen on validation (0.80 / 0.82), whatever bbt-B's test accuracy: 61 +- 1.41.
+    assert table.loc["bbt", "result"] == pytest.approx(61.0)
+    assert table.loc["bbt", "result_std"] == pytest.approx(100 * np.std([.60, .62], ddof=1))
+    assert table.loc["bbt", "difference"] == pytest.approx(-9.0)
+    assert table.loc["cbbt", "difference"] == pytest.approx(65.5 - 60.0)
+    assert np.isnan(table.loc["zip", "result"]) and table.loc["zip", "n_seeds"] == 0
+    spec = tmp_path / "synth.toml"
+    spec.write_text(TARGET_SPEC)
+    assert main([str(sweep_dir), "--out", str(tmp_path / "r"), "--targets", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "| bbt | digits | 16 | 70.00 | 61.0 ± 1.4 (2 seeds) | -9.0 |" in out
+    assert "| zip | digits | 16 | 50.00 | not run | - |" in out
+    assert "## Published targets" in (tmp_path / "r" / "report.md").read_text()
+    spec.write_text(TARGET_SPEC.split("[targets]")[0])
+    assert main([str(sweep_dir), "--out", str(tmp_path / "r"), "--targets", str(spec)]) == 2
+    assert "has no [targets] section" in capsys.readouterr().err

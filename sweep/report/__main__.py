@@ -2,13 +2,15 @@
 
     python -m sweep.report results/default                 # writes results/default/report/
     python -m sweep.report results/default --out fig --target 0.7
+    python -m sweep.report results/reproduce-bpt-vlm --targets sweeps/reproduce/bpt-vlm.toml
 
 Writes ``report.md`` (the sweep, its trials, and per data set and shot count
 the best setting of each method at each budget level, validation and test
 accuracy as mean ± std over seeds), ``accuracy_vs_queries.png``,
 ``queries_to_target.png`` and ``sensitivity.png`` (one per data set and shot
 count when there are several). Settings are chosen by validation accuracy
-only (``sweep.report.tables``).
+only (``sweep.report.tables``). ``--targets SPEC`` adds, and prints, each
+result beside the published accuracy in the specification's ``[targets]``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from sweep.errors import PromptTuningError
 from sweep.report import TARGET_FRACTION, ReportError, write_report
+from sweep.spec import load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +35,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation accuracy (a fraction) for queries-to-target (default: "
                              f"{TARGET_FRACTION:g} x the best black-box final validation "
                              "accuracy of each data set, shots and unit)")
+    parser.add_argument("--targets", type=Path, default=None,
+                        help="a specification with [targets] (sweeps/reproduce/): each result "
+                             "beside its published accuracy")
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.results_dir, args.out, args.target)
-    except (ReportError, OSError) as exc:
+        targets = None
+        if args.targets is not None:
+            targets = load_spec(args.targets, check_paths=False).targets
+            if targets is None:
+                raise ReportError(f"{args.targets} has no [targets] section")
+        path = write_report(args.results_dir, args.out, args.target, targets)
+    except (ReportError, PromptTuningError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if targets is not None:
+        text = path.read_text(encoding="utf-8")
+        print(text[text.index("## Published targets"):])
     print(path)
     return 0
 

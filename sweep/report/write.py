@@ -9,7 +9,9 @@ from pathlib import Path
 from sweep.report.figures import write_figures
 from sweep.report.markdown import render_markdown
 from sweep.report.tables import best_settings, queries_to_target, usable_trials
+from sweep.report.targets import render_targets, target_comparison
 from sweep.results import ResultsError, load_results
+from sweep.spec import TargetsSection
 
 __all__ = ["ReportError", "write_report"]
 
@@ -19,7 +21,7 @@ class ReportError(Exception):
 
 
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
-                 target: float | None = None) -> Path:
+                 target: float | None = None, targets: TargetsSection | None = None) -> Path:
     """Write ``report.md`` and the figures of the sweep in ``sweep_dir``.
 
     Args:
@@ -27,6 +29,8 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
         out_dir: where to write (default ``sweep_dir/report``; created).
         target: validation accuracy for queries-to-target (None: per group,
             ``TARGET_FRACTION`` of the best black-box final validation accuracy).
+        targets: published accuracies (a specification's ``[targets]``): a section that
+            sets each result beside its target (``sweep.report.targets``).
 
     Returns:
         The path of ``report.md``.
@@ -61,7 +65,9 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
     best = best_settings(trials, curves)
     qt = queries_to_target(trials, curves, target, best)
     figures = write_figures(trials, curves, best, qt, out)
+    text = render_markdown(sweep_dir, trials, best, qt, figures, target)
+    if targets is not None:
+        text += "\n" + render_targets(target_comparison(trials, curves, targets, best), targets)
     path = out / "report.md"
-    path.write_text(render_markdown(sweep_dir, trials, best, qt, figures, target),
-                    encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path

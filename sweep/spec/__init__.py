@@ -14,6 +14,7 @@ from sweep.spec.parser import load_spec, parse_spec
 from sweep.spec.sections import (
     EMBEDDED_MODEL, EMBEDDED_SOURCE, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, BudgetSection,
     DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection, SweepSpec,
+    TargetsSection,
 )
 from sweep.spec.spaces import (
     OVERRIDE_KEYS, MethodSpace, field_types, make_space, param_columns, sample_to_config,
@@ -38,6 +39,7 @@ __all__ = [
     "ResourcesSection",
     "SearchSection",
     "SweepSpec",
+    "TargetsSection",
     "field_types",
     "load_spec",
     "make_space",

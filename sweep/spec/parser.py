@@ -55,6 +55,7 @@ from sweep.spec.sections import (
     SweepSpec,
 )
 from sweep.spec.published import has_published_budget
+from sweep.spec.targets import parse_targets
 from sweep.spec.spaces import make_space
 
 try:
@@ -292,6 +293,7 @@ class _Parser:
             self.fail("search.grace_fraction", f"{search.grace_fraction} of a budget of "
                       f"{budget.limit} is less than one query")
         methods = self.methods(data, search, budget)
+        data_section = self.data(data)
         for section in methods:
             if section.budget is None and budget.published:
                 self.published_ok(section.name, "budget")
@@ -300,11 +302,12 @@ class _Parser:
             description=description,
             source=self.source,
             model=self.model(data),
-            data=self.data(data),
+            data=data_section,
             budget=budget,
             search=search,
             resources=self.resources(data),
             methods=methods,
+            targets=parse_targets(self, data, search, data_section),
         )
 
     def model(self, data: Mapping[str, Any]) -> ModelSpec:

@@ -222,6 +222,20 @@ class MethodSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TargetsSection:
+    """``[targets]``: the published test accuracies a sweep sets out to reproduce
+    (``sweeps/reproduce/``); ``python -m sweep.report RESULTS --targets SPEC`` sets each
+    method's result beside its target."""
+
+    #: where the numbers come from (paper, table, repository and file).
+    source: str
+    #: the shot count the numbers are for.
+    shots: int = 16
+    #: (method, data set) -> the published test accuracy, in percent.
+    accuracy: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SweepSpec:
     """A whole sweep, as read from a TOML file (``load_spec``) and fully checked.
 
@@ -252,6 +266,8 @@ class SweepSpec:
     resources: ResourcesSection = field(default_factory=ResourcesSection)
     #: one section per method of ``search.methods``, in the same order.
     methods: tuple[MethodSection, ...] = ()
+    #: published accuracies to compare with (None: none).
+    targets: TargetsSection | None = None
 
     def method(self, name: str) -> MethodSection:
         """The section of method ``name``.

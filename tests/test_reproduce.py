@@ -1,0 +1,45 @@
+"""The specifications in sweeps/reproduce/: they load, plan, resolve their budgets, and name
+published targets for methods and data sets they run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweep.errors import ConfigError
+from sweep.spec import load_spec, parse_spec
+from sweep.tuning import plan_sweep
+
+SPECS = sorted((Path(__file__).resolve().parent.parent / "sweeps" / "reproduce").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_a_reproduction_loads_plans_and_resolves_its_published_budgets(path, tmp_path):
+    spec = load_spec(path, check_paths=False)
+    assert spec.targets is not None and spec.targets.accuracy
+    plan = plan_sweep(spec, tmp_path)
+    assert plan.trials > 0
+    for group in plan.groups:
+        assert group.budget.limit >= 1
+    for method, dataset in spec.targets.accuracy:
+        assert method in spec.search.methods and dataset in spec.data.datasets
+
+
+def test_bpt_vlms_reproduction_runs_its_published_budgets():
+    spec = load_spec(SPECS[0].parent / "bpt-vlm.toml", check_paths=False)
+    budgets = {(g.method, g.dataset): g.budget.limit for g in plan_sweep(spec, "/x").groups}
+    assert budgets[("bpt-vlm", "DTD")] == 36_000 and budgets[("bpt-vlm-deep", "ImageNet")] == 14_400
+    assert spec.targets.accuracy[("bpt-vlm", "Caltech101")] == 94.16
+
+
+@pytest.mark.parametrize("targets, match", [
+    ('[targets]\nsource = "x"\n[targets.zip]\ndigits = 50.0', "not among search.methods"),
+    ('[targets]\nsource = "x"\n[targets.bbt]\nDTD = 50.0', "unknown key 'DTD'"),
+    ('[targets]\nsource = "x"\nshots = 4\n[targets.bbt]\ndigits = 50.0', "not among data.shots"),
+    ('[targets]\nsource = "x"\n[targets.bbt]\ndigits = 150.0', "targets.bbt.digits"),
+])
+def test_targets_name_what_the_sweep_runs(targets, match):
+    text = f'name = "t"\n[budget]\nlimit = 10\n[search]\nmethods = ["bbt"]\n{targets}\n'
+    with pytest.raises(ConfigError, match=match):
+        parse_spec(text, "t.toml")
