@@ -79,7 +79,8 @@ class SimulatedServer(ServerBase):
     def _sizes(self, key: TaskKey) -> dict[str, int]:
         classes, train, _, test = SPLIT_SIZES[key.dataset]
         return {"classes": classes, "train": min(key.shots * classes, train),
-                "val": min(key.shots, 4) * classes, "test": test}
+                "val": min(key.shots, 4) * classes, "dev": min(key.shots, 4) * classes,
+                "test": test}
 
     def forward_seconds(self, key: TaskKey, layout: PromptLayout, candidates: int, images: int,
                         features_once: bool) -> float:
@@ -176,7 +177,7 @@ class SimulatedServer(ServerBase):
                             "text_hidden_std": (1.0,) * arch.text_layers,
                             "visual_hidden_std": (1.0,) * arch.vision_layers},
             "train_size": sizes["train"], "num_classes": sizes["classes"],
-            "split_sizes": {"val": sizes["val"], "test": sizes["test"]},
+            "split_sizes": {"val": sizes["val"], "test": sizes["test"], "dev": sizes["dev"]},
             "device": f"simulated {self.device.name}", "precision": self.precision,
         }
 
@@ -189,7 +190,7 @@ class SimulatedServer(ServerBase):
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
                        features: bool, images: tuple[int, int] | None = None) -> Evaluation:
-        offset = {"val": 0.02, "test": 0.04}[split]
+        offset = {"val": 0.02, "test": 0.04, "dev": 0.03}[split]
         count = self._sizes(key)[split] if images is None else images[1] - images[0]
         return self._serve((split, key, layout, features, images), key, layout, text, visual,
                            features, count, offset)

@@ -190,6 +190,16 @@ class Method(ABC):
         """Training images per request (None: the whole k-shot set)."""
         return None
 
+    def dev_point(self) -> np.ndarray | None:
+        """A point to score now on the method's own dev draw (disjoint from train, validation
+        and test, and paid for from the budget), asked by the loop after every tell; its
+        accuracy comes back through ``tell_dev``. BBT's dev selection; the default: none."""
+        return None
+
+    def tell_dev(self, z: np.ndarray, accuracy: float) -> None:
+        """The dev accuracy of ``dev_point()``'s point ``z``."""
+        raise ConfigError(f"{self.name} asks for no dev scores")
+
     @abstractmethod
     def ask(self) -> np.ndarray:
         """(ask_size, dim) candidates to evaluate next."""

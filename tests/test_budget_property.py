@@ -121,6 +121,16 @@ def test_no_method_exceeds_its_budget_and_tables_carry_the_oracles_counts(setup,
         return z
 
     method.ask = counted_ask  # instance attribute: the loop calls this one
+    # A method's own dev scores (BBT's) are paid for from the budget too: price those served.
+    devs: list[int] = []
+    original_dev = objective.dev
+
+    def counted_dev(z):
+        out = original_dev(z)
+        devs.append(z.shape[0])
+        return out
+
+    objective.dev = counted_dev
 
     # (2) no exception: run_method raising fails the example with its traceback.
     result = run_method(method, objective)
@@ -164,7 +174,8 @@ def test_no_method_exceeds_its_budget_and_tables_carry_the_oracles_counts(setup,
     for checked, rows, _ in asked:
         assert rows == checked, f"{name}: ask() returned {rows} points after ask_size {checked}"
     expected = {u: 0 for u in UNITS}
-    for _, rows, minibatch in asked:
+    dev_images = max(1, objective.meter.images // 4)  # the stand-in dev draw (sweep.testing)
+    for _, rows, minibatch in [*asked, *((rows, rows, dev_images) for rows in devs)]:
         for u, v in _price(rows, minibatch, objective.meter.images, objective.meter.classes,
                            calls_batch).items():
             expected[u] += v

@@ -312,3 +312,32 @@ def test_pypop_strategies_refuse_fewer_than_four_individuals(name, n):
     # pypop7's LM variants fail with one parent (n // 2); refused up front, for all three.
     with pytest.raises(ConfigError, match="n_individuals must be an int >= 4"):
         methods.REGISTRY.make_config(name, {"n_individuals": n})
+
+
+def test_bbt_dev_selection_pays_from_the_budget_and_never_touches_validation(tiny_vit, task):
+    # bbt.py scores its best prompt on a dev set every 100 calls and deploys the best there;
+    # here each score is one candidate evaluation of the budget, on the task's dev draw.
+    import dataclasses
+
+    from sweep.budget import BudgetSpec, QueryCounts
+    from sweep.oracle import ClipOracle
+    from sweep.run import run_method
+    from sweep.run.runner import assemble, layout_of
+    from tests.conftest import make_task
+
+    dev_task = dataclasses.replace(task, dev=make_task(seed=9).val)  # 2 a class, 6 images
+    config = methods.REGISTRY.make_config("bbt", {"popsize": 5, "dev_every": 10,
+                                                  "intrinsic_dim_text": 20})
+    oracle = ClipOracle(tiny_vit, dev_task, layout_of(config),
+                        BudgetSpec(unit="candidate_evals", limit=42))
+    run = assemble("bbt", config, oracle, seed=0)
+    told = []
+    original = run.method.tell_dev
+    run.method.tell_dev = lambda z, acc: (told.append(acc), original(z, acc))
+    result = run_method(run.method, run.objective)  # no scorer: no validation or test request
+    # 7 generations of 5, a dev score after 10, 20 and 30: 38 of 42 (the 8th would pass it).
+    assert len(told) == 3 and "budget" in result.stop_reasons
+    assert oracle.used.candidate_evals == 7 * 5 + 3
+    assert oracle.used.images == 7 * 5 * len(task.train) + 3 * len(dev_task.dev)
+    assert oracle.eval_used == QueryCounts()
+    assert (run.method.recommend() == run.method._best_dev[0]).all()

@@ -256,6 +256,14 @@ def test_few_shot(kind: str, shots: int, coop_root: Path, folder_root: Path,
         assert set(a.val.images) <= set(ds.val.images)
     assert a.test is ds.test
     assert a.template == ds.template and a.classnames == ds.classnames
+    # A method's own dev draw: min(K, 4) a class from the training pool, apart from the rest.
+    if shots == 1:
+        assert a.dev is not None
+    if a.dev is not None:
+        assert np.bincount(a.dev.labels, minlength=3).tolist() == [n_val] * 3
+        assert set(a.dev.images) <= set(ds.train.images)
+        assert not set(a.dev.images) & (set(a.train.images) | set(a.val.images))
+        assert list(a.dev.images) == list(again.dev.images)
 
 
 # --------------------------------------------------------------------------- dispatch

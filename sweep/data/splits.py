@@ -93,6 +93,9 @@ class FewShot:
     train: Split
     val: Split
     test: Split
+    #: a method's own selection draw (BBT's dev set): min(K, 4) a class from the training
+    #: pool, disjoint from train and validation; None where the pool has too few images.
+    dev: Split | None = None
 
     @property
     def num_classes(self) -> int:
@@ -128,6 +131,7 @@ def few_shot(dataset: Dataset, shots: int, seed: int) -> FewShot:
     n_cls = dataset.num_classes
     train_idx = _per_class(dataset.train.labels, shots, n_cls, rng, "train", dataset.name)
     n_val = min(shots, 4)
+    taken = train_idx
     if dataset.val is not None:
         val_idx = _per_class(dataset.val.labels, n_val, n_cls, rng, "validation", dataset.name)
         val = dataset.val.subset(val_idx)
@@ -135,6 +139,14 @@ def few_shot(dataset: Dataset, shots: int, seed: int) -> FewShot:
         val_idx = _per_class(dataset.train.labels, n_val, n_cls, rng, "train (for validation)",
                              dataset.name, exclude=train_idx)
         val = dataset.train.subset(val_idx)
+        taken = np.concatenate([train_idx, val_idx])
+    # Its own stream, after the others: train and validation are drawn as before it existed.
+    try:
+        dev_idx = _per_class(dataset.train.labels, n_val, n_cls, np.random.default_rng(
+            [seed, shots, 0x646576]), "train (for a dev set)", dataset.name, exclude=taken)
+        dev = dataset.train.subset(dev_idx)
+    except DataError:
+        dev = None  # too few images for one: a method that asks for it is refused (the oracle)
     return FewShot(
         dataset=dataset.name,
         classnames=dataset.classnames,
@@ -144,4 +156,5 @@ def few_shot(dataset: Dataset, shots: int, seed: int) -> FewShot:
         train=dataset.train.subset(train_idx),
         val=val,
         test=dataset.test,
+        dev=dev,
     )

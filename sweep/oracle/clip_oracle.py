@@ -130,7 +130,8 @@ class ClipOracle(Metered):
                                      max_batch_tokens=max_batch_tokens, template=task.template)
         self._labels = {
             name: torch.as_tensor(split.labels, device=self.device)
-            for name, split in (("train", task.train), ("val", task.val), ("test", task.test))
+            for name, split in (("train", task.train), ("val", task.val), ("test", task.test),
+                                ("dev", task.dev)) if split is not None
         }
         self._pieces: dict[str, Split] = {}  # ranges of val or test images, by name
 
@@ -212,6 +213,11 @@ class ClipOracle(Metered):
 
     def _split(self, name: str) -> Split:
         splits = {"train": self.task.train, "val": self.task.val, "test": self.task.test}
+        if name == "dev":
+            if self.task.dev is None:
+                raise ConfigError(f"{self.task.dataset}: its training pool has too few images "
+                                  "per class for a dev draw disjoint from train and validation")
+            return self.task.dev
         return splits[name] if name in splits else self._pieces[name]
 
     def _piece(self, split: str, images: tuple[int, int]) -> str:
@@ -330,16 +336,21 @@ class ClipOracle(Metered):
 
     def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False,
                        images: tuple[int, int] | None = None) -> Evaluation:
-        """Score candidates on validation or test. Counted in ``eval_used``, never in the budget.
+        """Score candidates on validation or test, counted in ``eval_used`` and never in the
+        budget; or on ``dev``, a method's own selection draw (``FewShot.dev``), counted in
+        the budget like a training request.
 
         ``images``: only the split's images ``start:stop`` (the pool's pieces of a large
         evaluation); default: all of them.
         """
-        if split not in _SPLITS:
-            raise ConfigError(f"split must be one of {_SPLITS}; got {split!r}")
+        if split not in (*_SPLITS, "dev"):
+            raise ConfigError(f"split must be one of {(*_SPLITS, 'dev')}; got {split!r}")
         name = split if images is None else self._piece(split, images)
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
-        self.meter.charge_eval(n, len(self._split(name)))
+        if split == "dev":  # the method's own queries: the budget pays
+            self.meter.charge(self.meter.cost(n, len(self._split(name))))
+        else:
+            self.meter.charge_eval(n, len(self._split(name)))
         ev, _ = self._score(name, text, visual, None, features)
         return ev
 

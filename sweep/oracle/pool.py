@@ -413,7 +413,10 @@ class PooledOracle(Metered):
         if split not in self._info["split_sizes"]:
             raise ConfigError(f"split must be one of {tuple(self._info['split_sizes'])}; got {split!r}")
         images = self._info["split_sizes"][split]
-        self.meter.charge_eval(n, images)
+        if split == "dev":  # a method's own selection draw: the budget pays (ClipOracle)
+            self.meter.charge(self.meter.cost(n, images))
+        else:
+            self.meter.charge_eval(n, images)
         if visual is not None and n <= SMALL_REQUEST and images > self.pool.image_piece:
             # Each image costs a pass of the image tower: a large split goes out in pieces.
             return self.pool.map_images((self.key, self.layout, split), _f32(text), _f32(visual),

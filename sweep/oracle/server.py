@@ -138,7 +138,8 @@ class OracleServer(ServerBase):
             "model_stats": oracle.model_stats(),
             "train_size": oracle.train_size,
             "num_classes": oracle.num_classes,
-            "split_sizes": {s: len(getattr(oracle.task, s)) for s in ("val", "test")},
+            "split_sizes": {s: len(getattr(oracle.task, s)) for s in ("val", "test", "dev")
+                            if getattr(oracle.task, s) is not None},
             "device": str(oracle.device),
             "precision": oracle.precision,
         }

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from methods.base import Evaluation, Method
+from methods.errors import BudgetExceededError
 from sweep.budget import CheckpointRecord, QueryCounts, checkpoint_schedule
 from sweep.run.objective import Objective
 
@@ -131,6 +132,14 @@ def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = 
                                gradient=method.needs_gradient)
         method.tell(z, evaluation)
         state.last_loss = float(np.min(evaluation.losses))
+        point = method.dev_point()
+        if point is not None:  # the method's own selection draw (BBT's dev set), in the budget
+            try:
+                dev = objective.dev(point[None])
+            except BudgetExceededError:
+                pass  # what is left of the budget does not pay for it: the point goes unscored
+            else:
+                method.tell_dev(point, float(dev.accuracies[0]))
         used = objective.used[unit]
         if levels and used >= levels[0]:
             while levels and used >= levels[0]:

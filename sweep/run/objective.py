@@ -62,6 +62,8 @@ class Objective(Protocol):
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
                  gradient: bool = False) -> Evaluation: ...
 
+    def dev(self, z: np.ndarray) -> Evaluation: ...
+
 
 def draw_minibatch(rng: np.random.Generator, total: int, minibatch: int | None) -> np.ndarray | None:
     """Sorted indices of ``minibatch`` of ``total`` images, drawn without replacement (None: all)."""
@@ -123,6 +125,12 @@ class PromptObjective(Metered):
         ev, replaced = rank_nonfinite_worst(ev)
         self.nonfinite_losses += replaced
         return ev
+
+    def dev(self, z: np.ndarray) -> Evaluation:
+        """Score points on the task's dev draw (``FewShot.dev``), a method's own selection set
+        (BBT's): counted in the budget like a training request; never the validation channel."""
+        text, visual = self.parametrisation.prompts(np.asarray(z, dtype=np.float64))
+        return self.oracle.evaluate_split("dev", text=text, visual=visual)
 
     def evaluate_split(self, split: str, z: np.ndarray, features: bool = False) -> Evaluation:
         """The evaluation channel (never counted against the budget)."""

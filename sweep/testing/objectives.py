@@ -24,6 +24,16 @@ class _Counted(Metered):
     def __init__(self, budget: BudgetSpec | None, images: int, classes: int) -> None:
         self.meter = QueryMeter(budget, images, classes)
 
+    def dev(self, z: np.ndarray) -> Evaluation:
+        """A method's own selection draw (``FewShot.dev``): counted in the budget as one
+        candidate per point on a quarter of the images (min(K, 4) of K = 16 a class)."""
+        z = np.asarray(z, dtype=np.float64)
+        self.meter.charge(self.meter.cost(z.shape[0], max(1, self.meter.images // 4)))
+        return self._dev_scores(z)
+
+    def _dev_scores(self, z: np.ndarray) -> Evaluation:
+        raise ConfigError(f"{type(self).__name__} has no dev draw")
+
     def _charge(self, z: np.ndarray, minibatch: int | None) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2:
@@ -46,6 +56,10 @@ class QuadraticObjective(_Counted):
     def value(self, z: np.ndarray) -> np.ndarray:
         d = np.atleast_2d(z) - self.z_star
         return 0.5 * np.einsum("ni,i,ni->n", d, self.h, d)
+
+    def _dev_scores(self, z: np.ndarray) -> Evaluation:
+        loss = self.value(z)
+        return Evaluation(losses=loss, accuracies=1.0 / (1.0 + loss))  # falls as the loss grows
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
                  gradient: bool = False) -> Evaluation:
@@ -86,7 +100,12 @@ class SyntheticClipObjective(_Counted):
         if gradient:
             raise ConfigError("the synthetic CLIP objective has no gradients")
         idx = draw_minibatch(self._rng, len(self.labels), minibatch)
-        idx = np.arange(len(self.labels)) if idx is None else idx
+        return self._scores(z, np.arange(len(self.labels)) if idx is None else idx, features)
+
+    def _dev_scores(self, z: np.ndarray) -> Evaluation:
+        return self._scores(z, np.arange(len(self.labels)), False)
+
+    def _scores(self, z: np.ndarray, idx: np.ndarray, features: bool) -> Evaluation:
         txt = self.text_features(z)
         img = self.image_features[idx]
         logits = self.logit_scale * np.einsum("md,ncd->nmc", img, txt)
