@@ -36,7 +36,8 @@ METHODS: tuple[MethodSpec, ...] = (
         "BPT-VLM shallow with pypop7 LM-MA-ES (Loshchilov et al. 2019)",
         version=2),
     MethodSpec("zo", _ZO, "ZerothOrderConfig", "ZerothOrder",
-        "zeroth-order descent: any registered estimator (config 'estimator') + Adam/SGD/SPSA"),
+        "zeroth-order descent: any registered estimator (config 'estimator') + Adam/SGD/SPSA",
+        version=2),
     MethodSpec("cbbt", _CBBT, "CBBTPromptConfig", "CBBTPrompt",
         "CBBT as released: 1-token text prompt by sphere ZO (q 256, Adam, per-epoch cosine)",
         version=2),
@@ -53,7 +54,8 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("zero-shot", _BASELINES, "ZeroShotConfig", "ZeroShot",
         "zero-shot CLIP with the hand-written template; no queries"),
     MethodSpec("coop", _BASELINES, "CoOpConfig", "CoOp",
-        "white-box CoOp (NOT black-box: true gradients, glass-box oracle), Adam"),
+        "white-box CoOp (NOT black-box: true gradients, glass-box oracle), Adam",
+        version=2),
 )
 
 for _spec in METHODS:

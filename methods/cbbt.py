@@ -13,10 +13,11 @@ with weight decay 5e-4 on the context, one warm-up epoch at lr 1e-5, then a
 cosine per epoch (``schedule = "cosine_epoch"``, an epoch being
 max(1, train images // 32) steps, as the loop tells ``plan()``).
 
-Not yet as released: training augmentation (RandomResizedCrop + flip) and
-per-epoch permutations of the mini-batches (here each step draws its 32 images
-independently), which the data path does not offer yet; fp32 image features
-(the oracle's precision is the sweep's ``[model] precision``).
+Mini-batches are cut from per-epoch permutations, the last partial one dropped
+(``minibatches = "epoch"``, Dassl's loader). Not yet as released: training
+augmentation (RandomResizedCrop + flip), which the data path does not offer
+yet; fp32 image features (the oracle's precision is the sweep's ``[model]
+precision``).
 
 Example (a quadratic; the loop would tell plan() the steps per epoch):
     >>> import numpy as np

@@ -64,6 +64,10 @@ class DescentConfig(PromptConfig):
 
     #: training images per request (None: the whole k-shot set).
     batch_size: int | None = None
+    #: how requests' mini-batches are drawn: "epoch", per-epoch permutations cut into batches,
+    #: the last partial one dropped (Dassl's loader, as CBBT, CoOp, ZIP and BlackVIP train);
+    #: "independent", each request its own draw (v1).
+    minibatches: str = "epoch"
     #: update rule: "adam" (torch Adam), "sgd" (x -= lr_k g) or "spsa" (x -= a_k g).
     update: str = "adam"
     #: learning rate; for "spsa" the gain a of a_k = a / (k + spsa_offset)^spsa_alpha.
@@ -100,6 +104,9 @@ class DescentConfig(PromptConfig):
         super().__post_init__()
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 or None; got {self.batch_size}")
+        if self.minibatches not in ("epoch", "independent"):
+            raise ConfigError(f"minibatches must be 'epoch' or 'independent'; got "
+                              f"{self.minibatches!r}")
         if self.update not in UPDATES:
             raise ConfigError(f"update must be one of {UPDATES}; got {self.update!r}")
         if self.schedule not in SCHEDULES:

@@ -85,3 +85,24 @@ def test_adapter_methods_are_scored_through_predict():
                     labels=np.arange(3), logit_scale=1.0)
     scorer = SplitScorer(lambda split, z, features: ev)
     assert scorer.score(Adapter(), np.zeros(2), "val") < 1.0
+
+
+def test_epoch_batches_are_dassls_permutations_with_drop_last_and_resume_exactly():
+    from sweep.run.objective import EpochBatches
+
+    batches = EpochBatches(np.random.default_rng(3))
+    epochs = [[batches.next(10, 3) for _ in range(3)] for _ in range(3)]  # 10 // 3 = 3 a epoch
+    for epoch in epochs:
+        seen = np.concatenate(epoch)
+        assert len(seen) == len(set(seen)) == 9  # each image once, the 10th dropped
+        assert all((b == np.sort(b)).all() for b in epoch)
+    assert len({tuple(np.concatenate(e)) for e in epochs}) == 3  # reshuffled every epoch
+    # A checkpoint keeps the stream's state and the epoch's; a fresh sampler goes on exactly.
+    batches.next(10, 3)  # mid-epoch
+    rng_state, state = batches.rng.bit_generator.state, batches.state()
+    ahead = [batches.next(10, 3) for _ in range(4)]
+    fresh = EpochBatches(np.random.default_rng(99))
+    fresh.rng.bit_generator.state = rng_state
+    fresh.restore(state)
+    assert all((a == b).all() for a, b in zip(ahead, [fresh.next(10, 3) for _ in range(4)]))
+    assert batches.next(10, 10) is None and batches.next(10, None) is None

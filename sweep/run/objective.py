@@ -22,7 +22,7 @@ from sweep.errors import PromptTuningError
 if TYPE_CHECKING:
     from sweep.oracle import ClipOracle, PooledOracle
 
-__all__ = ["NonFiniteLossError", "Objective", "PromptObjective", "draw_minibatch",
+__all__ = ["EpochBatches", "NonFiniteLossError", "Objective", "PromptObjective", "draw_minibatch",
            "rank_nonfinite_worst"]
 
 
@@ -72,6 +72,42 @@ def draw_minibatch(rng: np.random.Generator, total: int, minibatch: int | None) 
     return np.sort(rng.choice(total, size=minibatch, replace=False))
 
 
+class EpochBatches:
+    """Mini-batches as Dassl's loader makes them: a fresh permutation of the training set
+    each epoch, cut into consecutive batches, the last partial one dropped (``drop_last``).
+
+    Example:
+        >>> batches = EpochBatches(np.random.default_rng(0))
+        >>> epoch = [batches.next(10, 4) for _ in range(2)]  # 10 // 4 = 2 batches an epoch
+        >>> len(set(np.concatenate(epoch))), batches.next(10, 4) is not None, batches.next(3, 4)
+        (8, True, None)
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.order: np.ndarray | None = None  # this epoch's permutation
+        self.position = 0
+
+    def next(self, total: int, minibatch: int | None) -> np.ndarray | None:
+        """The next batch's sorted indices (None: the whole set, as a batch not smaller)."""
+        if minibatch is None or minibatch >= total:
+            return None
+        if self.order is None or len(self.order) != total or \
+                self.position + minibatch > total:  # a new epoch
+            self.order, self.position = self.rng.permutation(total), 0
+        batch = self.order[self.position:self.position + minibatch]
+        self.position += minibatch
+        return np.sort(batch)
+
+    def state(self) -> dict[str, Any]:
+        return {"order": None if self.order is None else self.order.copy(),
+                "position": self.position}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.order = None if state["order"] is None else np.array(state["order"])
+        self.position = int(state["position"])
+
+
 class PromptObjective(Metered):
     """z -> prompts -> oracle. Mini-batches are drawn from a generator seeded by ``seed``.
 
@@ -94,6 +130,10 @@ class PromptObjective(Metered):
             visual_init=oracle.initial_visual() if config.n_visual else None,
         )
         self._rng = np.random.default_rng([seed, 0x6D62])  # mini-batch stream, apart from the matrices
+        # Per-epoch permutations (Dassl), or a draw of its own per request (v1). Configs
+        # without mini-batches (the ES methods) never ask for one: either is the same.
+        self._epochs = EpochBatches(self._rng) if getattr(
+            config, "minibatches", "independent") == "epoch" else None
         #: losses replaced by ``rank_nonfinite_worst`` so far (recorded on the trial row).
         self.nonfinite_losses = 0
 
@@ -105,18 +145,23 @@ class PromptObjective(Metered):
         """What a budget checkpoint keeps of the objective (the projections follow from the seed)."""
         return {"used": self.meter.used, "eval_used": self.meter.eval_used,
                 "minibatches": self._rng.bit_generator.state,
+                "epoch": None if self._epochs is None else self._epochs.state(),
                 "nonfinite_losses": self.nonfinite_losses}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Go on from ``state()``: the query counts and the mini-batch stream where they were."""
         self.meter.used, self.meter.eval_used = state["used"], state["eval_used"]
         self._rng.bit_generator.state = state["minibatches"]
+        if self._epochs is not None:
+            self._epochs.restore(state["epoch"])
         self.nonfinite_losses = state["nonfinite_losses"]
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
                  gradient: bool = False) -> Evaluation:
         text, visual = self.parametrisation.prompts(np.asarray(z, dtype=np.float64))
-        subset = draw_minibatch(self._rng, self.oracle.train_size, minibatch)
+        total = self.oracle.train_size
+        subset = (draw_minibatch(self._rng, total, minibatch) if self._epochs is None
+                  else self._epochs.next(total, minibatch))
         if gradient:
             losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset)
             ev = Evaluation(losses=losses, gradients=self.parametrisation.pullback(g_text, g_visual))
