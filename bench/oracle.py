@@ -74,7 +74,7 @@ def measure_ours(model, task, pop: int, visual: bool, device: str, encoded: bool
     oracle = ClipOracle(model, task, PromptLayout(n_text=N_TEXT, n_visual=N_VISUAL if visual else 0))
     if not encoded:
         oracle.images.set_features(task.train, _injected_features(len(task.train), _embed_dim(model),
-                                                                  device))
+                                                                  device), oracle.precision)
     text, vis = _prompts(pop, model, visual)
     oracle.evaluate(text=text[:1], visual=None if vis is None else vis[:1])  # caches, not timed
     seconds, repeats, ev = common.timed(lambda: oracle.evaluate(text=text, visual=vis), device)

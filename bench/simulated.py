@@ -94,7 +94,8 @@ class SimulatedServer(ServerBase):
             image = (sizes["train"] + sizes["val"] + sizes["test"]) * arch.image_flops(0) \
                 if features_once else 0.0
         logits = candidates * images * classes * 2 * arch.embed_dim
-        return FORWARD_S + self.device.seconds(text + logits, image, self.precision)
+        precision = layout.precision or self.precision  # a method's own (CBBT: fp32)
+        return FORWARD_S + self.device.seconds(text + logits, image, precision)
 
     def _run(self, key: TaskKey, layout: PromptLayout, images: int, requests: list[int]) -> None:
         """Sleep the merged forward of ``requests`` (candidates each); note both costs."""
@@ -178,7 +179,8 @@ class SimulatedServer(ServerBase):
                             "visual_hidden_std": (1.0,) * arch.vision_layers},
             "train_size": sizes["train"], "num_classes": sizes["classes"],
             "split_sizes": {"val": sizes["val"], "test": sizes["test"], "dev": sizes["dev"]},
-            "device": f"simulated {self.device.name}", "precision": self.precision,
+            "device": f"simulated {self.device.name}",
+            "precision": layout.precision or self.precision,
         }
 
     def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,

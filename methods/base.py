@@ -91,6 +91,9 @@ class PromptConfig:
     #: with n_text = 0: the class prompts are the data set's hand-written template (BlackVIP),
     #: not "{class}.".
     text_template: bool = False
+    #: the image tower's precision, "fp32", "bf16" or "fp16", as the method's release runs
+    #: (CBBT: fp32); None: the sweep's ``[model] precision``.
+    precision: str | None = None
     #: dimension of the random text subspace per layer (None: search the context directly).
     intrinsic_dim_text: int | None = None
     #: dimension of the random visual subspace per layer (None: search the prompt directly).
@@ -122,6 +125,8 @@ class PromptConfig:
                 raise ConfigError(f"{name} must be >= 0; got {value}")
         if self.n_text + self.n_visual == 0:
             raise ConfigError("a prompt needs n_text + n_visual > 0")
+        if self.precision not in (None, "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, bf16, fp16 or None; got {self.precision!r}")
         if self.text_template and self.n_text:
             raise ConfigError("text_template takes no context tokens (n_text = 0)")
         for name in ("intrinsic_dim_text", "intrinsic_dim_visual"):

@@ -14,10 +14,10 @@ cosine per epoch (``schedule = "cosine_epoch"``, an epoch being
 max(1, train images // 32) steps, as the loop tells ``plan()``).
 
 Mini-batches are cut from per-epoch permutations, the last partial one dropped
-(``minibatches = "epoch"``, Dassl's loader). Not yet as released: training
+(``minibatches = "epoch"``, Dassl's loader), and the image tower runs in fp32
+as the release does (``precision``). Not yet as released: training
 augmentation (RandomResizedCrop + flip), which the data path does not offer
-yet; fp32 image features (the oracle's precision is the sweep's ``[model]
-precision``).
+yet.
 
 Example (a quadratic; the loop would tell plan() the steps per epoch):
     >>> import numpy as np
@@ -74,6 +74,8 @@ class CBBTPromptConfig(ZerothOrderConfig):
     warmup_epochs: int = 1
     #: clip_grad_norm on the estimate (CBBT: 5).
     clip_norm: float | None = 5.0
+    #: CBBT trains in fp32 (train.py, PREC fp32): the image tower too, whatever the sweep's.
+    precision: str | None = "fp32"
 
 
 class CBBTPrompt(ZerothOrder):

@@ -113,3 +113,24 @@ def test_precision_defaults_and_bad_values():
     assert spec.model.precision == "bf16" and spec.model.label == "promptsweep-tiny"
     with pytest.raises(ConfigError, match="model.precision: unknown precision 'bf61'"):
         parse_spec(toml.format("bf61"), "p.toml")
+
+
+def test_a_methods_own_precision_wins_and_keeps_its_features_apart(clip_scale):
+    # CBBT's release runs fp32: its layout asks for it on a bf16 model, and its features,
+    # in an image store shared with a bf16 oracle, are the fp32 ones.
+    import methods
+    from sweep.run.runner import layout_of
+
+    model, task = clip_scale
+    bf16_model = dataclasses.replace(model, precision="bf16")
+    cbbt = layout_of(methods.REGISTRY.make_config("cbbt"))
+    assert cbbt.precision == "fp32" and layout_of(methods.REGISTRY.make_config("bbt")).precision is None
+    plain = ClipOracle(bf16_model, task, LAYOUT)
+    own = ClipOracle(bf16_model, task, cbbt, images=plain.images)
+    assert (plain.precision, own.precision) == ("bf16", "fp32")
+    text = plain.initial_text()[None]
+    bf16_features = plain.evaluate(text=text, features=True).image_features
+    fp32_features = own.evaluate(text=text, features=True).image_features
+    reference = ClipOracle(model, task, LAYOUT).evaluate(text=text, features=True).image_features
+    np.testing.assert_array_equal(fp32_features, reference)
+    assert np.abs(bf16_features - reference).max() > 0

@@ -119,8 +119,9 @@ class ClipOracle(Metered):
         self.meter = QueryMeter(budget, len(task.train), task.num_classes)
         self.glass_box = glass_box
         self.device = model.device
-        #: the image tower's precision ("fp32", "bf16", "fp16"); the rest is always fp32.
-        self.precision = model.precision
+        #: the image tower's precision ("fp32", "bf16", "fp16"): the layout's (a method's
+        #: default), else the model's; the rest is always fp32.
+        self.precision = layout.precision or model.precision
         if images is None:
             images = ImageStore(model, PixelCache(None, model.pixels[0]),
                                 DeviceCache(default_cache_bytes(model.device)))
@@ -251,9 +252,11 @@ class ClipOracle(Metered):
         split, prompted = self._split(name), self.prompted
         idx = None if indices is None else torch.as_tensor(indices, device=self.device)
         if visual is None:
-            feats = self.images.features(prompted.image_features, split, prompted.embed_dim)
+            feats = self.images.features(prompted.image_features, split, prompted.embed_dim,
+                                         self.precision)
             return (feats if idx is None else feats[idx])[None]
-        patches = self.images.patches(prompted.patch_embeddings, split, self._patch_bytes())
+        patches = self.images.patches(prompted.patch_embeddings, split, self._patch_bytes(),
+                                      self.precision)
         if patches is not None:
             return prompted.prompted_image_features(patches if idx is None else patches[idx], visual)
         return torch.cat([prompted.prompted_image_features(prompted.patch_embeddings(b), visual)

@@ -111,9 +111,11 @@ class ImageStore:
         for pixels in self.pixels.batches(split, indices, self.batch):
             yield self.normalised(pixels)
 
-    def _cached(self, kind: str, split: Split, nbytes: int,
-                compute: Callable[[], torch.Tensor]) -> torch.Tensor | None:
-        key = (kind, self.pixels.identity(split))
+    def _cached(self, kind: str, split: Split, nbytes: int, compute: Callable[[], torch.Tensor],
+                precision: str) -> torch.Tensor | None:
+        # Oracles of one process may run the image tower in different precisions (a method's
+        # own): their tensors are kept apart.
+        key = (kind, precision, self.pixels.identity(split))
         found = self.cache.get(key)
         if found is not None or not self.cache.fits(nbytes):
             return found
@@ -122,31 +124,33 @@ class ImageStore:
         return value
 
     def features(self, encode: Callable[[torch.Tensor], torch.Tensor], split: Split,
-                 dim: int) -> torch.Tensor:
+                 dim: int, precision: str) -> torch.Tensor:
         """Prompt-free image features of ``split`` (m, D) fp32, from ``encode`` (a batch of model
-        inputs -> features); kept when they fit the budget, computed again when they do not."""
+        inputs -> features, in the image tower's ``precision``); kept when they fit the
+        budget, computed again when they do not."""
         def compute() -> torch.Tensor:
             with torch.no_grad():
                 return torch.cat([encode(b).float() for b in self.batches(split)])
 
         nbytes = len(split) * dim * 4
-        found = self._cached("image_features", split, nbytes, compute)
+        found = self._cached("image_features", split, nbytes, compute, precision)
         return compute() if found is None else found
 
-    def set_features(self, split: Split, features: torch.Tensor) -> None:
-        """Take ``features`` (m, D) as ``split``'s image features instead of encoding its images
-        (a benchmark that never encodes them), for as long as the cache keeps them."""
-        if not self.cache.put(("image_features", self.pixels.identity(split)), "image_features",
-                              features.float()):
+    def set_features(self, split: Split, features: torch.Tensor, precision: str) -> None:
+        """Take ``features`` (m, D) as ``split``'s image features in ``precision`` instead of
+        encoding its images (a benchmark that never encodes them), while the cache keeps them."""
+        if not self.cache.put(("image_features", precision, self.pixels.identity(split)),
+                              "image_features", features.float()):
             raise ValueError(f"{features.nbytes} bytes of features exceed the cache's budget of "
                              f"{self.cache.budget}")
 
     def patches(self, embed: Callable[[torch.Tensor], torch.Tensor], split: Split,
-                per_image: int) -> torch.Tensor | None:
+                per_image: int, precision: str) -> torch.Tensor | None:
         """Patch embeddings of all of ``split`` from ``embed`` (model inputs -> patch embeddings),
         if they fit the budget (``per_image`` bytes each); None: stream them (``batches``)."""
         def compute() -> torch.Tensor:
             with torch.no_grad():
                 return torch.cat([embed(b) for b in self.batches(split)])
 
-        return self._cached("patch_embeddings", split, len(split) * per_image, compute)
+        return self._cached("patch_embeddings", split, len(split) * per_image, compute,
+                            precision)

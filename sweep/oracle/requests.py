@@ -49,6 +49,9 @@ class PromptLayout:
     #: with n_text = 0: the class prompts are the data set's hand-written template
     #: (BlackVIP's text side), not "{class}.".
     template: bool = False
+    #: the image tower's precision for this method ("fp32", "bf16", "fp16"); None: the
+    #: model's (``[model] precision``). CBBT's release runs fp32.
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_text", "n_visual"):
@@ -57,6 +60,9 @@ class PromptLayout:
                 raise ConfigError(f"prompt layout: {name} must be an integer in [0, 64]; got {value!r}")
         if self.text_init is not None and self.n_text == 0:
             raise ConfigError("prompt layout: text_init needs n_text > 0")
+        if self.precision not in (None, "fp32", "bf16", "fp16"):
+            raise ConfigError(f"prompt layout: precision must be fp32, bf16, fp16 or None; "
+                              f"got {self.precision!r}")
         if self.template and self.n_text:
             raise ConfigError("prompt layout: the data set's template takes no context (n_text = 0)")
 

@@ -66,7 +66,8 @@ class Run:
 def layout_of(config) -> PromptLayout:
     """The oracle's prompt layout from a method config (a methods.base.PromptConfig)."""
     return PromptLayout(n_text=config.n_text, n_visual=config.n_visual, deep=config.deep,
-                        text_init=config.text_init, template=config.text_template)
+                        text_init=config.text_init, template=config.text_template,
+                        precision=config.precision)
 
 
 def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,

@@ -180,7 +180,9 @@ def group_cost(spec: SweepSpec, group: Group, arch: Architecture, device: Device
         image = per_task * (spec.resources.actors_per_task or spec.resources.actors) / group.samples
     logits = (asks * n * images + checkpoints * (val + test)) * classes * 2 * arch.embed_dim
     requests = asks + 2 * checkpoints + 1
-    seconds = device.seconds(text + logits, image, spec.model.precision or "bf16")
+    # the method's own precision (CBBT: fp32), else the model's (on a GPU: bf16)
+    precision = config.precision or spec.model.precision or "bf16"
+    seconds = device.seconds(text + logits, image, precision)
     return GroupCost(group.tag, trials, trials * requests, trials * asks * per_ask, budget.unit,
                      trials * (text + logits), trials * image,
                      trials * (seconds + requests * OVERHEAD_S))
