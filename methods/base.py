@@ -102,21 +102,21 @@ class PromptConfig:
     projection_sigma: float = 1.0
     #: alpha of the deep rule s = alpha * std_hidden / (sqrt(d) * sigma) (BBTv2, BPT-VLM deep).
     projection_alpha: float = 1.0
-    @property
-    def projection_scale_sigma(self) -> float:
-        """The sigma the projection rules divide (or multiply) by: ``projection_sigma``, or
-        a method's search sigma where its release has one sigma for both (BPT-VLM)."""
-        return self.projection_sigma
-
     #: the text subspace's form: "dense" (p = p0 + A z, BBT's scale rule) or "lowrank" (ZIP:
     #: per token, U diag(s) V^T + shared, mapped to the width norm-preservingly; see
-    #: methods.subspace). With "lowrank", intrinsic_dim_text is ZIP's ID, not dim.
+    #: methods.lowrank). With "lowrank", intrinsic_dim_text is ZIP's ID, not dim.
     text_subspace: str = "dense"
     #: the rank of the "lowrank" text subspace (ZIP: 5).
     subspace_rank: int = 5
     #: p0 of the text context drawn N(0, std^2) from the seed (ZIP, CoOp without an init:
     #: 0.02), added to the init; None: the init alone (zeros, or text_init's embeddings).
     text_init_std: float | None = None
+
+    @property
+    def projection_scale_sigma(self) -> float:
+        """The sigma the projection rules divide (or multiply) by: ``projection_sigma``, or
+        a method's search sigma where its release has one sigma for both (BPT-VLM)."""
+        return self.projection_sigma
 
     def __post_init__(self) -> None:
         for name in ("n_text", "n_visual"):
@@ -134,7 +134,8 @@ class PromptConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or None; got {value}")
         if self.text_subspace not in ("dense", "lowrank"):
-            raise ConfigError(f"text_subspace must be 'dense' or 'lowrank'; got {self.text_subspace!r}")
+            raise ConfigError(f"text_subspace must be 'dense' or 'lowrank'; got "
+                              f"{self.text_subspace!r}")
         if self.text_subspace == "lowrank":
             if self.deep or self.intrinsic_dim_text is None:
                 raise ConfigError("a 'lowrank' text subspace needs a shallow prompt and an "

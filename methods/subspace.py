@@ -233,7 +233,8 @@ class Parametrisation:
             "visual": self._check_init("visual", visual_init, self.visual_shape),
         }
         if config.text_init_std and self._p0["text"] is not None:
-            seq = np.random.SeedSequence(self.seed, spawn_key=(_STREAM_TAG, _INIT_TAG, TOWERS["text"]))
+            seq = np.random.SeedSequence(self.seed,
+                                         spawn_key=(_STREAM_TAG, _INIT_TAG, TOWERS["text"]))
             p0 = self._p0["text"]
             p0 += np.random.default_rng(seq).normal(0.0, config.text_init_std, p0.shape).astype(
                 np.float32)

@@ -17,8 +17,8 @@ from sweep.errors import PromptTuningError
 
 def _smoke(spec):
     """A few seconds' worth of the same sweep: one seed, one setting, a tiny budget."""
-    budget = dataclasses.replace(spec.budget, published=False, unit="candidate_evals",
-                                 limit=120 if spec.budget.published else min(spec.budget.limit, 120))
+    limit = 120 if spec.budget.published else min(spec.budget.limit, 120)
+    budget = dataclasses.replace(spec.budget, published=False, unit="candidate_evals", limit=limit)
     methods = tuple(dataclasses.replace(m, samples=1, budget=None) for m in spec.methods)
     return dataclasses.replace(
         spec, name=f"{spec.name}-smoke", budget=budget, methods=methods,

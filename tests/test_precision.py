@@ -124,7 +124,8 @@ def test_a_methods_own_precision_wins_and_keeps_its_features_apart(clip_scale):
     model, task = clip_scale
     bf16_model = dataclasses.replace(model, precision="bf16")
     cbbt = layout_of(methods.REGISTRY.make_config("cbbt"))
-    assert cbbt.precision == "fp32" and layout_of(methods.REGISTRY.make_config("bbt")).precision is None
+    assert cbbt.precision == "fp32"
+    assert layout_of(methods.REGISTRY.make_config("bbt")).precision is None
     plain = ClipOracle(bf16_model, task, LAYOUT)
     own = ClipOracle(bf16_model, task, cbbt, images=plain.images)
     assert (plain.precision, own.precision) == ("bf16", "fp32")

@@ -68,9 +68,8 @@ def test_a_specification_resolves_published_budgets_and_fractions_per_group():
     assert spec.budget_for("cbbt", "Food101", 16).limit == 963_750
     zip_ = spec.budget_for("zip", "digits", 16)
     assert (zip_.unit, zip_.limit, zip_.label) == ("calls", 2500, "2,500 calls (published x 0.5)")
-    mixed = parse_spec(SPEC.format(budget="[budget]\nlimit = 100",
-                                   methods='["cbbt", "coop"]\n[methods.cbbt]\nbudget = "published"'),
-                       "p.toml")
+    methods = '["cbbt", "coop"]\n[methods.cbbt]\nbudget = "published"'
+    mixed = parse_spec(SPEC.format(budget="[budget]\nlimit = 100", methods=methods), "p.toml")
     assert mixed.budget_for("cbbt", "digits", 16).limit == 192_750
     assert mixed.budget_for("coop", "digits", 16).limit == 100
 

@@ -178,7 +178,8 @@ def torch_tensor(a):
 def test_cbbt_local_losses_drive_the_estimate(registry):
     """Before any adapter step the local loss of the centre equals the black box's own loss."""
     task = Features()
-    method = registry.create("cbbt-adapter", {"q": 4, "adapter_start": 0.5}, SearchSpace(24), seed=0)
+    method = registry.create("cbbt-adapter", {"q": 4, "adapter_start": 0.5}, SearchSpace(24),
+                             seed=0)
     method.plan(10)
     z = method.ask()
     ev = task(z, 32)
@@ -198,7 +199,8 @@ def test_cbbt_without_features_raises(registry):
 @pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
 def test_cbbt_estimator_is_switchable(registry, estimator):
     task = Features()
-    method = registry.create("cbbt-adapter", {"estimator": estimator, "q": 4}, SearchSpace(24), seed=0)
+    method = registry.create("cbbt-adapter", {"estimator": estimator, "q": 4}, SearchSpace(24),
+                             seed=0)
     assert method.ask_size == method.estimator.queries_per_step
     run(method, task, 4)
     assert method.steps == 4 and np.isfinite(method.recommend()).all()

@@ -60,8 +60,8 @@ class ResultsCallback:
                 method=group.method, model=model, dataset=group.dataset, shots=group.shots,
                 seed=out.seed, budget_unit=budget.unit, budget=budget.limit, params=params,
                 estimator=params.get("estimator"), method_version=version,
-                config={"method": group.method, "method_version": version, "params": params, "budget": budget.limit,
-                        "unit": budget.unit, "dataset": group.dataset, "shots": group.shots,
+                config={"method": group.method, "method_version": version, "params": params,
+                        "budget": budget.limit, "unit": budget.unit, "dataset": group.dataset, "shots": group.shots,
                         "seed": out.seed, "model": model})
             try:
                 self.writer.write(record)

@@ -201,7 +201,8 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
     specification no longer has its setting's group, budget or seeds."""
     setting = state.setting
     ok = (setting.method in spec.search.methods
-          and getattr(setting, "method_version", 1) == methods.REGISTRY.version(setting.method) and setting.dataset in spec.data.datasets
+          and setting.method_version == methods.REGISTRY.version(setting.method)
+          and setting.dataset in spec.data.datasets
           and setting.shots in spec.data.shots and setting.seeds == spec.data.seeds)
     if ok:
         budget = spec.budget_for(setting.method, setting.dataset, setting.shots)
@@ -209,8 +210,8 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
               and setting.data_root == spec.data.root)
     if not ok:
         warnings.warn(f"checkpoint {sample_id} was made for a different specification (its "
-                      "method or its version, data set, shots, seeds or budget); its setting is not resumed",
-                      ResultsWarning, stacklevel=3)
+                      "method or its version, data set, shots, seeds or budget); its setting is "
+                      "not resumed", ResultsWarning, stacklevel=3)
         return None
     return Group(setting.method, setting.dataset, setting.shots, spec.method(setting.method).space,
                  budget, setting.seeds, 1, 0, sample_id, dict(setting.params), resumes=True)
