@@ -10,9 +10,9 @@ from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import BudgetExceededError, ConfigError, PromptTuningError
 from methods.registry import REGISTRY, MethodSpec, Registry
 
-_ES, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES = (
-    "methods.es_subspace", "methods.es_pypop", "methods.zeroth_order", "methods.cbbt",
-    "methods.zo_adapter", "methods.baselines",
+_ES, _BBT, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES = (
+    "methods.es_subspace", "methods.bbt", "methods.es_pypop", "methods.zeroth_order",
+    "methods.cbbt", "methods.zo_adapter", "methods.baselines",
 )
 
 #: Every method: registry name, defining module, config class, method class, summary.
@@ -23,7 +23,7 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("bpt-vlm-deep", _ES, "BPTVLMDeepConfig", "BPTVLMDeep",
         "BPT-VLM deep: one pycma CMA-ES per layer, block-coordinate (IJCAI 2023)",
         version=2),
-    MethodSpec("bbt", _ES, "BBTConfig", "BBT",
+    MethodSpec("bbt", _BBT, "BBTConfig", "BBT",
         "BBT on CLIP: pycma CMA-ES over a text subspace, deployed by a dev draw (ICML 2022)",
         version=2),
     MethodSpec("bpt-vlm-lmcmaes", _PYPOP, "PypopESConfig", "BPTVLMLMCMAES",

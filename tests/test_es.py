@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 import methods
-from methods import es_pypop, es_subspace
+from methods import bbt, es_pypop, es_subspace
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
 from methods.registry import Registry
 
-MODULES = (es_subspace.__name__, es_pypop.__name__)
+MODULES = (es_subspace.__name__, bbt.__name__, es_pypop.__name__)
 REGISTRY = Registry(spec for spec in methods.METHODS if spec.module in MODULES)
 NAMES = REGISTRY.names()
 PYPOP = ["bpt-vlm-lmcmaes", "bpt-vlm-mmes", "bpt-vlm-lmmaes"]
