@@ -158,3 +158,35 @@ def test_zero_shot_accuracy_of_the_shipped_weights_is_the_recorded_one() -> None
     assert val_acc == pytest.approx(ZERO_SHOT_VAL_ACCURACY, abs=1e-6)
     # The benchmark needs room for prompt tuning.
     assert test_acc <= 0.75
+
+
+# --------------------------------------------------------------------------- shifted digits
+
+
+@pytest.mark.parametrize("name", ["digits-inverted", "digits-noise"])
+def test_shifted_digits_are_the_digits_task_with_fixed_new_pixels(name) -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    from sweep.data.shifts import load_shifted_digits
+
+    plain, shifted = load_digits_task(), load_dataset(name)
+    assert shifted.name == name and shifted.classnames == plain.classnames
+    assert shifted.template == plain.template
+    for part in ("train", "val", "test"):
+        a, b = getattr(plain, part), getattr(shifted, part)
+        assert np.array_equal(a.labels, b.labels) and len(a.images) == len(b.images)
+        assert all(x.shape == y.shape and y.dtype == np.uint8 for x, y in zip(a.images, b.images))
+        assert not any(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    if name == "digits-inverted":
+        assert all(np.array_equal(255 - x, y)
+                   for x, y in zip(plain.test.images, shifted.test.images))
+    # The same pixels in another process (the noise is keyed by each image's index).
+    code = (f"from sweep.data.shifts import load_shifted_digits; import hashlib; "
+            f"d = load_shifted_digits({name!r}); "
+            "print(hashlib.sha256(b''.join(i.tobytes() for i in d.test.images)).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = hashlib.sha256(b"".join(i.tobytes() for i in load_shifted_digits(name).test.images))
+    assert out.stdout.strip() == here.hexdigest()
+    assert few_shot(shifted, 16, 1).dev is not None

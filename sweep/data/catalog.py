@@ -1,7 +1,8 @@
 """The data sets a sweep can name: one table from name to loader, the only list of names.
 
 ``digits`` ships with the package (scikit-learn's handwritten digits, no
-root); ``folder`` reads a class-per-folder root; the 11 CoOp benchmarks read
+root), and so do its image-side shifts ``digits-inverted`` and
+``digits-noise`` (``sweep.data.shifts``); ``folder`` reads a class-per-folder root; the 11 CoOp benchmarks read
 CoOp's layout under one data root. The specification checks names and data
 roots against this table, the driver's preflight reads what it lists, and
 the oracle actors load data sets through ``load_dataset``.
@@ -18,6 +19,7 @@ from types import MappingProxyType
 from sweep.data.coop import COOP_DATASETS, load_coop
 from sweep.data.digits import load_digits_task
 from sweep.data.folders import load_class_folders
+from sweep.data.shifts import SHIFTED_DIGITS, load_shifted_digits
 from sweep.data.splits import Dataset
 from sweep.errors import ConfigError
 
@@ -31,6 +33,7 @@ SPLIT_SIZES: dict[str, tuple[int, int, int | None, int]] = {
     "FGVCAircraft": (100, 3334, 3333, 3333), "SUN397": (397, 15_880, 3970, 19_850),
     "DTD": (47, 2820, 1128, 1692), "EuroSAT": (10, 13_500, 5400, 8100),
     "UCF101": (101, 7639, 1898, 3783), "digits": (10, 314, 137, 450),
+    "digits-inverted": (10, 314, 137, 450), "digits-noise": (10, 314, 137, 450),
 }
 
 
@@ -55,10 +58,16 @@ def _digits(root: Path | None) -> Dataset:
     return load_digits_task()
 
 
+def _shifted(name: str, root: Path | None) -> Dataset:
+    del root  # embedded: no root
+    return load_shifted_digits(name)
+
+
 #: Every data set name, in the order messages list them: the embedded digits, a
 #: class-per-folder root, then CoOp's 11 by name.
 DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "digits": DatasetEntry("digits", _digits, None),
+    **{name: DatasetEntry(name, functools.partial(_shifted, name), None) for name in SHIFTED_DIGITS},
     "folder": DatasetEntry("folder", load_class_folders, "train"),
     **{name: DatasetEntry(name, functools.partial(load_coop, name), COOP_DATASETS[name].folder)
        for name in sorted(COOP_DATASETS)},
