@@ -51,6 +51,8 @@ DEFAULT_CACHE = "~/.cache/promptsweep/pixels"
 CACHE_ENV = "PROMPTSWEEP_CACHE"
 #: Splits with more images to decode than this show a progress bar in ``fill``.
 _PROGRESS_FROM = 2000
+#: one .npy header parsed at a time (``PixelCache._read``).
+_HEADER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,19 @@ class PixelCache:
     @staticmethod
     def _read(path: Path) -> np.ndarray | None:
         try:
-            return np.load(path)
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                # numpy parses a .npy header with ast.literal_eval, and CPython 3.11.7's
+                # parser is not safe in threads at once (gh-106905: "AST constructor recursion
+                # depth mismatch", seen here in CI): the decode pool parses one at a time.
+                with _HEADER_LOCK:
+                    header = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0(f))
+                shape, fortran, dtype = header
+                data = np.fromfile(f, dtype=dtype, count=int(np.prod(shape)))
+            if fortran or data.size != int(np.prod(shape)):
+                return None  # not one of ours, or cut short: decode it again
+            return data.reshape(shape)
         except (OSError, ValueError):  # not decoded yet (or a damaged file)
             return None
 
