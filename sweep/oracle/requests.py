@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep.errors import ConfigError, ModelError
-from sweep.spec import EMBEDDED_MODEL
+from sweep.spec import EMBEDDED_MODEL, PRECISIONS
 
 __all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey", "check_subset",
            "count_candidates"]
@@ -60,9 +60,9 @@ class PromptLayout:
                 raise ConfigError(f"prompt layout: {name} must be an integer in [0, 64]; got {value!r}")
         if self.text_init is not None and self.n_text == 0:
             raise ConfigError("prompt layout: text_init needs n_text > 0")
-        if self.precision not in (None, "fp32", "bf16", "fp16"):
-            raise ConfigError(f"prompt layout: precision must be fp32, bf16, fp16 or None; "
-                              f"got {self.precision!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"prompt layout: precision must be one of {', '.join(PRECISIONS)} "
+                              f"or None; got {self.precision!r}")
         if self.template and self.n_text:
             raise ConfigError("prompt layout: the data set's template takes no context (n_text = 0)")
 
