@@ -30,25 +30,28 @@ from bench import common
 
 #: method -> (what changed, the settings that give its earlier behaviour).
 # Mini-batches: v1 drew each request's on its own; v2 cuts per-epoch permutations (Dassl).
+# Views: v1 scored the images as they are; CBBT, ZIP and BlackVIP now train on augmented views.
 _V1_BATCHES = {"minibatches": "independent"}
+_V1_DATA = {**_V1_BATCHES, "augment": False}
 BEFORE: dict[str, tuple[str, str, dict]] = {
     "bbt": ("bbt", "deploys the best of its prompts on its dev draw (79 of the 8,000 "
             "evaluations), where v1 deployed the best training loss", {"select": "train_loss"}),
     "zip": ("zip", "ZIP's low-rank 417-variable map at Fastfood's scale, its N(0, 0.02^2) "
-            "context and per-epoch batches, where v1 searched a dense 417-d Gaussian subspace "
-            "at BBT's scale", {"text_subspace": "dense", "intrinsic_dim_text": 417,
-                                "text_init_std": None, **_V1_BATCHES}),
-    "cbbt": ("cbbt-adapter", "prompt only as released, one warm-up epoch, a per-epoch cosine "
-             "and per-epoch batches, where v1 trained a reconstructed CLIP-Adapter beside the "
-             "prompt under a per-step cosine", {"schedule": "cosine", "warmup_epochs": 0,
-                                                **_V1_BATCHES}),
+            "context, per-epoch batches and augmented views, where v1 searched a dense 417-d "
+            "Gaussian subspace at BBT's scale", {"text_subspace": "dense", "intrinsic_dim_text": 417,
+                                                 "text_init_std": None, **_V1_DATA}),
+    "cbbt": ("cbbt-adapter", "prompt only as released, one warm-up epoch, a per-epoch cosine, "
+             "per-epoch batches and augmented views, where v1 trained a reconstructed "
+             "CLIP-Adapter beside the prompt under a per-step cosine",
+             {"schedule": "cosine", "warmup_epochs": 0, **_V1_DATA}),
     "cbbt-tip": ("cbbt-tip", "CBBT's Tip defaults (alpha 3, beta 1), its per-epoch schedule and "
-                 "batches, where v1 had the Tip-Adapter paper's (alpha 1, beta 5.5) under a "
-                 "per-step cosine", {"tip_alpha": 1.0, "tip_beta": 5.5, "schedule": "cosine",
-                                     "warmup_epochs": 0, **_V1_BATCHES}),
-    "blackvip-tokens": ("blackvip-tokens", "the data set's template on the text side and "
-                        "per-epoch batches, where v1 (blackvip) used '{class}.'",
-                        {"text_template": False, **_V1_BATCHES}),
+                 "batches, augmented views and a cache of each image's mean view, where v1 had "
+                 "the Tip-Adapter paper's (alpha 1, beta 5.5) under a per-step cosine",
+                 {"tip_alpha": 1.0, "tip_beta": 5.5, "schedule": "cosine", "warmup_epochs": 0,
+                  **_V1_DATA}),
+    "blackvip-tokens": ("blackvip-tokens", "the data set's template on the text side, "
+                        "per-epoch batches and augmented views, where v1 (blackvip) used "
+                        "'{class}.'", {"text_template": False, **_V1_DATA}),
 }
 
 

@@ -83,13 +83,16 @@ class SimulatedServer(ServerBase):
                 "test": test}
 
     def forward_seconds(self, key: TaskKey, layout: PromptLayout, candidates: int, images: int,
-                        features_once: bool) -> float:
-        """Device seconds of one forward of ``candidates`` on ``images`` images each."""
+                        features_once: bool, augmented: bool = False) -> float:
+        """Device seconds of one forward of ``candidates`` on ``images`` images each (``augmented``:
+        views of them, whose features are computed for the request and never kept)."""
         arch, sizes = self.arch, self._sizes(key)
         classes = sizes["classes"]
         text = candidates * arch.text_flops(layout.n_text, classes)
         if layout.n_visual:
             image = candidates * images * arch.image_flops(layout.n_visual)
+        elif augmented:  # the views' features, shared by the request's candidates
+            image = images * arch.image_flops(0)
         else:  # the task's image features, once per actor (as ImageStore caches them)
             image = (sizes["train"] + sizes["val"] + sizes["test"]) * arch.image_flops(0) \
                 if features_once else 0.0
@@ -97,12 +100,14 @@ class SimulatedServer(ServerBase):
         precision = layout.precision or self.precision  # a method's own (CBBT: fp32)
         return FORWARD_S + self.device.seconds(text + logits, image, precision)
 
-    def _run(self, key: TaskKey, layout: PromptLayout, images: int, requests: list[int]) -> None:
+    def _run(self, key: TaskKey, layout: PromptLayout, images: int, requests: list[int],
+             augmented: bool = False) -> None:
         """Sleep the merged forward of ``requests`` (candidates each); note both costs."""
-        first = not layout.n_visual and key not in self._featured
+        first = not layout.n_visual and not augmented and key not in self._featured
         self._featured.add(key)
-        seconds = self.forward_seconds(key, layout, sum(requests), images, first)
-        self.unmerged_s += sum(self.forward_seconds(key, layout, n, images, first and i == 0)
+        seconds = self.forward_seconds(key, layout, sum(requests), images, first, augmented)
+        self.unmerged_s += sum(self.forward_seconds(key, layout, n, images, first and i == 0,
+                                                    augmented)
                                for i, n in enumerate(requests))
         self.busy_s += seconds
         start, clock = time.perf_counter(), time.time()
@@ -152,9 +157,9 @@ class SimulatedServer(ServerBase):
                           image_features=img[None], labels=labels, logit_scale=100.0)
 
     def _serve(self, merge: tuple, key: TaskKey, layout: PromptLayout, text, visual,
-               features: bool, images: int, offset: float) -> Evaluation:
+               features: bool, images: int, offset: float, augmented: bool = False) -> Evaluation:
         def forward(t, v) -> Evaluation:  # under the device lock: the merged batch
-            self._run(key, layout, images, self.merger.running)
+            self._run(key, layout, images, self.merger.running, augmented)
             return self._answer(key, layout, t, v, features, images, offset)
 
         rows = len(text if text is not None else visual)
@@ -184,11 +189,15 @@ class SimulatedServer(ServerBase):
         }
 
     def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,
-                 subset) -> Evaluation:
+                 subset, views=None) -> Evaluation:
         images = self._sizes(key)["train"] if subset is None else len(subset)
         offset = 0.0 if subset is None else 0.05 * math.sin(float(np.sum(subset)))
-        merge = ("train", key, layout, features, None if subset is None else subset.tobytes())
-        return self._serve(merge, key, layout, text, visual, features, images, offset)
+        if views is not None:  # the views move the loss as a mini-batch does
+            offset += 0.02 * math.sin(float(np.sum(views)))
+        merge = ("train", key, layout, features, None if subset is None else subset.tobytes(),
+                 None if views is None else views.tobytes())
+        return self._serve(merge, key, layout, text, visual, features, images, offset,
+                           views is not None)
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
                        features: bool, images: tuple[int, int] | None = None) -> Evaluation:

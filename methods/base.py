@@ -39,6 +39,8 @@ class Evaluation:
         labels: (m,) labels of the images behind the features.
         logit_scale: exp of the model's logit scale, with the features.
         gradients: (n, dim) true gradients, only for glass-box (white-box) methods.
+        indices: (m,) which training images the features are of, in ``labels``' order
+            (set by the objective, which drew the mini-batch; not the black box's answer).
     """
 
     losses: np.ndarray
@@ -48,6 +50,7 @@ class Evaluation:
     labels: np.ndarray | None = None
     logit_scale: float | None = None
     gradients: np.ndarray | None = None
+    indices: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class PromptConfig:
     #: p0 of the text context drawn N(0, std^2) from the seed (ZIP, CoOp without an init:
     #: 0.02), added to the init; None: the init alone (zeros, or text_init's embeddings).
     text_init_std: float | None = None
+    #: train on augmented views (RandomResizedCrop scale 0.5-1, ratio 3/4-4/3, horizontal
+    #: flip), drawn per training request from the seed, as CBBT, ZIP and BlackVIP do;
+    #: validation, test and dev images are never augmented.
+    augment: bool = False
 
     @property
     def projection_scale_sigma(self) -> float:

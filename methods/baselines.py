@@ -59,6 +59,8 @@ class BlackVIPSPSAConfig(ZerothOrderConfig):
     spsa_alpha: float = 0.4
     #: offset o of a_k (BlackVIP, ZIP: 1, so a_1 = a / 2^alpha).
     spsa_offset: float = 1.0
+    #: BlackVIP and ZIP train on RandomResizedCrop + flip views (their Dassl configs).
+    augment: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

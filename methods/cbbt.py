@@ -14,10 +14,9 @@ cosine per epoch (``schedule = "cosine_epoch"``, an epoch being
 max(1, train images // 32) steps, as the loop tells ``plan()``).
 
 Mini-batches are cut from per-epoch permutations, the last partial one dropped
-(``minibatches = "epoch"``, Dassl's loader), and the image tower runs in fp32
-as the release does (``precision``). Not yet as released: training
-augmentation (RandomResizedCrop + flip), which the data path does not offer
-yet.
+(``minibatches = "epoch"``, Dassl's loader), each image is a RandomResizedCrop
+(scale 0.5-1) + flip view (``augment``, ``sweep.oracle.augment``), and the
+image tower runs in fp32 as the release does (``precision``).
 
 Example (a quadratic; the loop would tell plan() the steps per epoch):
     >>> import numpy as np
@@ -76,6 +75,8 @@ class CBBTPromptConfig(ZerothOrderConfig):
     clip_norm: float | None = 5.0
     #: CBBT trains in fp32 (train.py, PREC fp32): the image tower too, whatever the sweep's.
     precision: str | None = "fp32"
+    #: CBBT trains on RandomResizedCrop (scale 0.5-1) + flip views (its Dassl configs).
+    augment: bool = True
 
 
 class CBBTPrompt(ZerothOrder):

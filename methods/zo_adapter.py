@@ -33,11 +33,12 @@ Adapters (``adapter``):
 * ``tip``: Tip-Adapter-F (Zhang et al. 2022) as in CBBT's trainers/tip_adapter.py:
   logits = 60 f W^T + alpha exp(-beta (1 - f K^T)) V, with a cache of keys K
   (learnable, initialised from the image features) and one-hot values V built
-  from the distinct training features seen so far; alpha 3.0 and beta 1.0 as
-  CBBT's train.py defaults (init_alpha, init_beta). Deviation: CBBT builds its
-  cache once, from 10 augmented passes over the training set; here it fills
-  from the un-augmented mini-batches the prompt steps see (no augmentation
-  yet, and no queries spent on a pass of its own).
+  built once, as CBBT's tip_adapter.py builds it: one entry per training image,
+  its key the mean of its augmented views' features (``TipCache``); alpha 3.0
+  and beta 1.0 as CBBT's train.py defaults (init_alpha, init_beta). The views
+  are those the prompt's steps see while the cache fills, where CBBT encodes
+  10 augmented passes of their own before training: the same number of views
+  of each image, and no query spent on them.
 
 The published code lacks the adapter trainers (trainers/coopadapter.py and
 cooptip.py are absent): the interleaving and the CLIP-Adapter optimiser are
@@ -104,35 +105,55 @@ class ClipAdapter(nn.Module):
 
 
 class TipCache:
-    """Tip-Adapter-F's cache: learnable keys (K, D) and one-hot values (K, C) of seen features."""
+    """Tip-Adapter-F's cache: learnable keys (K, D) and one-hot values (K, C), one per training image.
+
+    Built once, as CBBT's trainers/tip_adapter.py builds it (Tip-Adapter's
+    ``build_cache_model``): an image's key is the normalised mean of its
+    features over the augmented views seen while the cache fills, its value
+    its one-hot label. CBBT encodes 10 augmented passes before training; here
+    the views are those of the prompt's own steps during the first 1/15 of the
+    plan (10 of CBBT's 150 epochs, so each image about 10 times, fewer where
+    ``drop_last`` left it out), which costs no query of its own. Images are
+    told apart by their training index (``Evaluation.indices``), else by their
+    features (each distinct row its own image).
+    """
 
     def __init__(self, num_classes: int, dim: int, max_size: int) -> None:
         self.keys = torch.zeros((0, dim), requires_grad=True)
         self.values = torch.zeros((0, num_classes))
         self.max_size = max_size
-        self.digests: set[bytes] = set()
+        self.built = False
+        #: per image seen while filling: [sum of its features, views, label]
+        self.seen: dict[Any, list] = {}
 
     def __len__(self) -> int:
         return self.keys.shape[0]
 
-    def observe(self, features: np.ndarray, labels: np.ndarray) -> int:
-        """Add the distinct (feature, label) rows not seen before; returns how many were added."""
-        new_keys, new_labels = [], []
-        for row, label in zip(np.asarray(features, dtype=np.float32), labels):
-            if len(self) + len(new_keys) >= self.max_size:
-                break
-            key = row.tobytes() + int(label).to_bytes(8, "little")
-            digest = hashlib.blake2b(key, digest_size=16).digest()
-            if digest not in self.digests:
-                self.digests.add(digest)
-                new_keys.append(row)
-                new_labels.append(int(label))
-        if new_keys:
-            keys = torch.cat([self.keys.detach(), torch.from_numpy(np.stack(new_keys))])
+    def observe(self, features: np.ndarray, labels: np.ndarray,
+                images: np.ndarray | None = None) -> None:
+        """Add views (rows of ``features``) of the images ``images`` to their sums."""
+        rows = np.asarray(features, dtype=np.float32)
+        if images is None:
+            images = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+        for row, label, image in zip(rows, labels, images):
+            image = image if isinstance(image, bytes) else int(image)
+            if image not in self.seen:
+                if len(self.seen) >= self.max_size:
+                    continue
+                self.seen[image] = [np.zeros_like(row, dtype=np.float64), 0, int(label)]
+            entry = self.seen[image]
+            entry[0] += row
+            entry[1] += 1
+
+    def build(self) -> None:
+        """The keys and values from the views seen (in the order the images were first seen)."""
+        if self.seen:
+            means = np.stack([total / count for total, count, _ in self.seen.values()])
+            keys = F.normalize(torch.from_numpy(means).float(), dim=-1)
             self.keys = keys.requires_grad_(True)
-            onehot = F.one_hot(torch.tensor(new_labels), self.values.shape[1]).float()
-            self.values = torch.cat([self.values, onehot])
-        return len(new_keys)
+            labels = torch.tensor([label for *_, label in self.seen.values()])
+            self.values = F.one_hot(labels, self.values.shape[1]).float()
+        self.built, self.seen = True, {}
 
     def logits(self, features: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
         """(..., m, D) features -> (..., m, C) cache logits alpha exp(-beta (1 - f K^T)) V."""
@@ -198,7 +219,7 @@ class CBBTConfig(CBBTPromptConfig):
     tip_beta: float = 1.0
     #: scale of Tip's CLIP logits (CBBT trainers/tip_adapter.py: 60); None: the model's logit scale.
     tip_clip_scale: float | None = 60.0
-    #: most cache entries kept (distinct training features; extra ones are ignored).
+    #: most cache entries kept (training images; further ones are ignored).
     tip_max_cache: int = 16384
 
     def __post_init__(self) -> None:
@@ -341,22 +362,28 @@ class CBBT(ZerothOrder):
         text, image, labels, scale = self._features(evaluation, n)
         self._build(text.shape[1], text.shape[2])
         active = self.adapter_active
+        # The centre is found among the points as asked (the loop may hand back a cast copy).
+        asked = z if self._pending is None else self._pending
+        centre = np.flatnonzero((asked == self.x).all(axis=1))
+        rows = centre if len(centre) else np.arange(n)
+        if self.cache is not None and not self.cache.built:
+            # Tip: the centre's image features fill the cache until the adapter starts, which
+            # builds it (from this step's alone when it starts at once).
+            if not active or not self.cache.seen:
+                self.cache.observe(image[rows[0] if image.shape[0] == n else 0].numpy(),
+                                   labels.numpy(), evaluation.indices)
+            if active:
+                self.cache.build()
         with torch.no_grad():
             logits = self._logits(image, text, scale, active).double()
             local = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels.repeat(n), reduction="none"
             ).view(n, -1).mean(dim=1).numpy()
-        # The centre is found among the points as asked (the loop may hand back a cast copy).
-        asked = z if self._pending is None else self._pending
-        centre = np.flatnonzero((asked == self.x).all(axis=1))
-        rows = centre if len(centre) else np.arange(n)
         self.last_local_loss = float(local[rows].mean())
         g = np.asarray(self.estimator.combine(
             self.x.copy(), z, local if self.config.local_loss else losses), dtype=np.float64)
         if active:
             self._train(image[rows] if image.shape[0] == n else image, text[rows], labels, scale)
-        if self.cache is not None:  # Tip: keys from the centre point's image features
-            self.cache.observe(image[rows[0] if image.shape[0] == n else 0].numpy(), labels.numpy())
         return g
 
     def _train(self, image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor,
@@ -389,7 +416,9 @@ class CBBT(ZerothOrder):
         state["cache"] = None if self.cache is None else {
             "keys": self.cache.keys.detach().numpy().copy(),
             "values": self.cache.values.numpy().copy(),
-            "digests": sorted(self.cache.digests),
+            "built": self.cache.built,
+            "seen": [(image, total.copy(), count, label)
+                     for image, (total, count, label) in self.cache.seen.items()],
         }
         state["optimizer"] = {
             name: {"step": s["step"], "m": s["m"].numpy().copy(), "v": s["v"].numpy().copy()}
@@ -415,7 +444,9 @@ class CBBT(ZerothOrder):
             keys = torch.from_numpy(np.array(state["cache"]["keys"]))
             self.cache.keys = keys.requires_grad_(True)
             self.cache.values = torch.from_numpy(values)
-            self.cache.digests = set(state["cache"]["digests"])
+            self.cache.built = state["cache"]["built"]
+            self.cache.seen = {image: [np.array(total), count, label]
+                               for image, total, count, label in state["cache"]["seen"]}
         self.optimizer.state = {
             name: {"step": s["step"], "m": torch.from_numpy(np.array(s["m"])),
                    "v": torch.from_numpy(np.array(s["v"]))}

@@ -188,3 +188,22 @@ def test_a_large_evaluation_with_visual_prompts_is_split_by_images(pool, local, 
     np.testing.assert_array_equal(answers[0].accuracies, answers[1].accuracies)
     with pytest.raises(ConfigError, match="range"):
         local.evaluate_split("test", text=text, visual=visual, images=(5, test_size + 1))
+
+
+def test_augmented_views_are_the_same_whichever_actors_serve_them(pool, local):
+    from sweep.run.objective import draw_views
+
+    pooled = pool.oracle(KEY, LAYOUT)
+    text, visual = _prompts(local, 6)  # split over both actors
+    subset = np.arange(0, local.train_size, 3)
+    views = draw_views(np.random.default_rng(5), len(subset))
+    a = pooled.evaluate(text=text, visual=visual, subset=subset, views=views, features=True)
+    assert pooled.used.images == 6 * len(subset)  # a view is counted as its image
+    single = [pooled.evaluate(text=text[i:i + 1], visual=visual[i:i + 1], subset=subset,
+                              views=views) for i in range(2)]  # one actor each, whole
+    b = local.evaluate(text=text, visual=visual, subset=subset, views=views, features=True)
+    np.testing.assert_allclose(a.losses, b.losses, atol=1e-5)
+    np.testing.assert_allclose([s.losses[0] for s in single], b.losses[:2], atol=1e-5)
+    np.testing.assert_allclose(a.image_features, b.image_features, atol=1e-5)
+    plain = local.evaluate(text=text, visual=visual, subset=subset)
+    assert np.abs(plain.losses - b.losses).max() > 1e-3  # the views are not the images

@@ -210,8 +210,41 @@ def test_cbbt_tip_cache_holds_distinct_seen_features(registry):
     task = Features(per_class=10)
     method = registry.create("cbbt-tip", {"q": 4}, SearchSpace(24), seed=0)
     run(method, task, 20)
+    assert method.cache.built
     assert len(method.cache) == len(np.unique(task.images, axis=0))
     assert method.cache.values.sum(dim=0).tolist() == [10.0, 10.0, 10.0]
+
+
+def test_cbbt_tip_cache_keys_are_each_images_mean_view_until_the_adapter_starts(registry):
+    """CBBT's cache (Tip-Adapter's build_cache_model): one key per training image, the
+    normalised mean of its augmented views' features, built once when the adapter starts."""
+    task = Features(per_class=10)
+    rng = np.random.default_rng(3)
+    seen: dict[int, list[np.ndarray]] = {}
+
+    def views(z, batch):  # noisy views of a mini-batch, with the images' indices
+        idx = np.sort(rng.choice(len(task.labels), size=8, replace=False))
+        img = task.images[idx] + 0.05 * rng.normal(size=(8, task.images.shape[1]))
+        img = (img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32)
+        ev = task(z)
+        if not method.adapter_active:
+            for i, row in zip(idx, img):
+                seen.setdefault(int(i), []).append(row)
+        return dataclasses.replace(ev, image_features=img[None], labels=task.labels[idx],
+                                   indices=idx)
+
+    # no adapter step: the keys stay as built
+    method = registry.create("cbbt-tip", {"q": 4, "adapter_steps": 0}, SearchSpace(24), seed=0)
+    method.plan(150)  # the cache fills over the first 10 steps, and is built at the 11th
+    for _ in range(11):
+        z = method.ask()
+        method.tell(z, views(z, method.minibatch))
+    assert method.cache.built and len(method.cache) == len(seen)
+    expected = np.stack([np.mean(seen[i], axis=0) for i in seen])  # first-seen order
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_array_equal(method.cache.values.argmax(dim=1).numpy(),
+                                  task.labels[list(seen)])
+    np.testing.assert_allclose(method.cache.keys.detach().numpy(), expected, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- determinism and state

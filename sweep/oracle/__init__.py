@@ -23,7 +23,7 @@ _MODULES = {
     **dict.fromkeys(("OracleServer", "ServerBase"), "server"),
     "PromptedCLIP": "prompted",
     **dict.fromkeys(("EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey",
-                     "check_subset", "count_candidates"), "requests"),
+                     "check_subset", "check_views", "count_candidates"), "requests"),
 }
 
 
@@ -57,6 +57,7 @@ __all__ = [
     "ServerBase",
     "TaskKey",
     "check_subset",
+    "check_views",
     "count_candidates",
     "default_cache_bytes",
     "load_model",

@@ -6,7 +6,8 @@ the same meter the pooled oracle uses. Two channels:
 
 - ``evaluate``: the training set, counted in every unit of ``sweep.budget``
   and refused with ``BudgetExceededError`` before any computation when the
-  budget would be exceeded;
+  budget would be exceeded; optionally on augmented views of its images
+  (``views``, ``sweep.oracle.augment``), each counted as the image it shows;
 - ``evaluate_split`` and ``zero_shot``: validation and test, counted apart in
   ``eval_used`` and never against the budget. They are for the trial loop's
   checkpoints, never for a method.
@@ -59,7 +60,7 @@ from sweep.errors import ConfigError, ModelError
 from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
 from sweep.oracle.models import DTYPES, LoadedModel
 from sweep.oracle.prompted import PromptedCLIP
-from sweep.oracle.requests import PromptLayout, check_subset, count_candidates
+from sweep.oracle.requests import PromptLayout, check_subset, check_views, count_candidates
 
 __all__ = ["ClipOracle", "check_subset", "count_candidates"]
 
@@ -242,10 +243,21 @@ class ClipOracle(Metered):
         return self.prompted.text_features(text)
 
     def _image_feats(self, name: str, visual: torch.Tensor | None,
-                     indices: np.ndarray | None) -> torch.Tensor:
-        """(1, m, D) without visual prompts (cached per split), else (n, m, D); fp32, normalised."""
+                     indices: np.ndarray | None, views: np.ndarray | None = None) -> torch.Tensor:
+        """(1, m, D) without visual prompts (cached per split), else (n, m, D); fp32, normalised.
+        With ``views``: of the images' augmented views, computed at every request."""
         with self._image_precision():
+            if views is not None:
+                return self._augmented_tower(name, visual, indices, views).float()
             return self._image_tower(name, visual, indices).float()
+
+    def _augmented_tower(self, name: str, visual: torch.Tensor | None,
+                         indices: np.ndarray | None, views: np.ndarray) -> torch.Tensor:
+        prompted, batches = self.prompted, self.images.batches(self._split(name), indices, views)
+        if visual is None:
+            return torch.cat([prompted.image_features(b) for b in batches])[None]
+        return torch.cat([prompted.prompted_image_features(prompted.patch_embeddings(b), visual)
+                          for b in batches], dim=1)
 
     def _image_tower(self, name: str, visual: torch.Tensor | None,
                      indices: np.ndarray | None) -> torch.Tensor:
@@ -268,7 +280,7 @@ class ClipOracle(Metered):
         return tokens * self.prompted.visual_width * DTYPES[self.precision].itemsize
 
     def _score(self, name: str, text, visual, indices, features: bool,
-               grad: bool = False) -> tuple[Evaluation, torch.Tensor]:
+               grad: bool = False, views: np.ndarray | None = None) -> tuple[Evaluation, torch.Tensor]:
         text_t, visual_t, n = self._as_prompts(text, visual)
         labels = self._labels[name]
         if indices is not None:
@@ -280,7 +292,7 @@ class ClipOracle(Metered):
                     if t is not None:
                         t.requires_grad_(True)
             txt = self._text_feats(text_t, n)
-            img = self._image_feats(name, visual_t, indices)
+            img = self._image_feats(name, visual_t, indices, views)
             losses, acc = self._losses(img, txt, labels)
         ev = Evaluation(
             losses=losses.detach().cpu().double().numpy(),
@@ -314,15 +326,17 @@ class ClipOracle(Metered):
         return torch.cat(losses), torch.cat(acc)
 
     # --------------------------------------------------------------- channels
-    def _charge(self, text, visual, subset) -> np.ndarray | None:
-        """Check a training request and count it (BudgetExceededError: nothing counted)."""
+    def _charge(self, text, visual, subset, views) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Check a training request and count it (BudgetExceededError: nothing counted); an
+        augmented view counts as the one image it is a view of."""
         indices = check_subset(subset, self.train_size)
+        views = check_views(views, self.train_size if indices is None else len(indices))
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         self.meter.charge(self.meter.cost(n, None if indices is None else len(indices)))
-        return indices
+        return indices, views
 
     def evaluate(self, text=None, visual=None, *, features: bool = False,
-                 subset=None) -> Evaluation:
+                 subset=None, views=None) -> Evaluation:
         """Score candidates on the training set (or on the mini-batch ``subset``). Counted.
 
         Args:
@@ -330,11 +344,14 @@ class ClipOracle(Metered):
             visual: (n, *visual_shape) visual prompts (required when layout.n_visual > 0).
             features: also return text and image features (for adapter methods).
             subset: indices of training images forming a mini-batch (default: all).
+            views: score these augmented views of the images instead (``check_views``: a
+                row per image, in ``subset``'s order).
 
         Raises:
             BudgetExceededError: the request would exceed the budget; nothing is computed.
         """
-        ev, _ = self._score("train", text, visual, self._charge(text, visual, subset), features)
+        indices, views = self._charge(text, visual, subset, views)
+        ev, _ = self._score("train", text, visual, indices, features, views=views)
         return ev
 
     def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False,
@@ -372,7 +389,7 @@ class ClipOracle(Metered):
         acc = (logits.argmax(dim=-1) == labels).float().mean()
         return Evaluation(losses=np.array([float(loss)]), accuracies=np.array([float(acc)]))
 
-    def gradient(self, text=None, visual=None, *, subset=None
+    def gradient(self, text=None, visual=None, *, subset=None, views=None
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Glass box: per-candidate training losses and their true gradients. Counted like ``evaluate``.
 
@@ -381,11 +398,11 @@ class ClipOracle(Metered):
         """
         if not self.glass_box:
             raise ModelError("gradient() needs a glass-box oracle (glass_box=True, local model)")
-        indices = self._charge(text, visual, subset)
+        indices, views = self._charge(text, visual, subset, views)
         text_t, visual_t, _ = self._as_prompts(text, visual)
         text_t = None if text_t is None else text_t.clone()
         visual_t = None if visual_t is None else visual_t.clone()
-        ev, losses = self._score("train", text_t, visual_t, indices, False, grad=True)
+        ev, losses = self._score("train", text_t, visual_t, indices, False, grad=True, views=views)
         # Candidates are independent, so the gradient of the sum gives each one's own gradient.
         inputs = [t for t in (text_t, visual_t) if t is not None]
         grads = iter(torch.autograd.grad(losses.sum(), inputs))

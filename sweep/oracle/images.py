@@ -10,7 +10,8 @@ test split shared by every seed is held once; the least recently used entry is
 evicted when the budget is full, and an entry larger than the whole budget is
 not kept: its split streams from the node's pixels in batches at every request
 (exact, only slower). Pixels themselves are never held on the device: the
-features or patch embeddings that replace them are no larger.
+features or patch embeddings that replace them are no larger. Augmented views
+(``sweep.oracle.augment``) differ at every request: they are never cached.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from sweep.data import PixelCache, Split
+from sweep.oracle.augment import augment
 from sweep.oracle.models import LoadedModel
 
 __all__ = ["DeviceCache", "ImageStore", "default_cache_bytes"]
@@ -106,10 +108,17 @@ class ImageStore:
         x = torch.from_numpy(pixels).to(self.model.device).permute(0, 3, 1, 2).contiguous()
         return x.float().div(255).sub(self._mean).div(self._std)
 
-    def batches(self, split: Split, indices: np.ndarray | None = None) -> Iterator[torch.Tensor]:
-        """The model's inputs for ``split``'s images ``indices`` (default: all), in batches."""
+    def batches(self, split: Split, indices: np.ndarray | None = None,
+                views: np.ndarray | None = None) -> Iterator[torch.Tensor]:
+        """The model's inputs for ``split``'s images ``indices`` (default: all), in batches;
+        with ``views`` (a row per image, ``sweep.oracle.augment``), their augmented views."""
+        start = 0
         for pixels in self.pixels.batches(split, indices, self.batch):
-            yield self.normalised(pixels)
+            x = self.normalised(pixels)
+            if views is not None:
+                x = augment(x, views[start:start + len(x)])
+            start += len(x)
+            yield x
 
     def _cached(self, kind: str, split: Split, nbytes: int, compute: Callable[[], torch.Tensor],
                 precision: str) -> torch.Tensor | None:

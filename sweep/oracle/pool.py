@@ -59,7 +59,7 @@ from methods.base import Evaluation
 from sweep.budget import BudgetSpec, Metered, QueryMeter
 from sweep.errors import ConfigError, ModelError, PromptTuningError
 from sweep.keeper import ActorKeeper
-from sweep.oracle.requests import PromptLayout, TaskKey, check_subset, count_candidates
+from sweep.oracle.requests import PromptLayout, TaskKey, check_subset, check_views, count_candidates
 from sweep.oracle.server import OracleServer, ServerBase
 from sweep.spec import ModelSpec
 
@@ -399,14 +399,18 @@ class PooledOracle(Metered):
     def model_stats(self) -> dict[str, object]:
         return dict(self._info["model_stats"])
 
-    def evaluate(self, text=None, visual=None, *, features: bool = False, subset=None) -> Evaluation:
-        """Counted like ClipOracle.evaluate: checked and charged once, before dispatch."""
+    def evaluate(self, text=None, visual=None, *, features: bool = False, subset=None,
+                 views=None) -> Evaluation:
+        """Counted like ClipOracle.evaluate: checked and charged once, before dispatch. The
+        views travel with the request: every actor serving a piece scores the same ones."""
         subset = check_subset(subset, self.train_size)
-        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         images = self.train_size if subset is None else len(subset)
+        views = check_views(views, images)
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
+        tail = (features, subset) if views is None else (features, subset, views)
         return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
-                                        (features, subset), n, images, features, self._next_slots())
+                                        tail, n, images, features, self._next_slots())
 
     def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False) -> Evaluation:
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)

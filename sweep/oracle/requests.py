@@ -16,7 +16,7 @@ from sweep.errors import ConfigError, ModelError
 from sweep.spec import EMBEDDED_MODEL, PRECISIONS
 
 __all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey", "check_subset",
-           "count_candidates"]
+           "check_views", "count_candidates"]
 
 _EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
 #: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
@@ -109,3 +109,27 @@ def check_subset(subset, train_size: int) -> np.ndarray | None:
         raise ConfigError(f"subset must be a non-empty 1-d array of training indices in "
                           f"[0, {train_size}); got shape {idx.shape}")
     return idx
+
+
+def check_views(views, images: int) -> np.ndarray | None:
+    """A training request's augmented views as float64 (m, 5), one row per image (None: the
+    images as they are). A row is a crop box as fractions of the image's side, (top, left,
+    height, width), inside the unit square, and a flip (1: mirrored, 0: not).
+
+    Raises:
+        ConfigError: not one row per image of the request, or a box outside the image.
+    """
+    if views is None:
+        return None
+    v = np.asarray(views, dtype=np.float64)
+    if v.shape != (images, 5):
+        raise ConfigError(f"views must have one row (top, left, height, width, flip) per image: "
+                          f"shape ({images}, 5); got {v.shape}")
+    top, left, height, width, flip = v.T
+    eps = 1e-9
+    if not (np.isfinite(v).all() and (height > 0).all() and (width > 0).all()
+            and (top >= -eps).all() and (left >= -eps).all() and (top + height <= 1 + eps).all()
+            and (left + width <= 1 + eps).all() and np.isin(flip, (0.0, 1.0)).all()):
+        raise ConfigError("views: each crop box must lie in the image (fractions of its side in "
+                          "[0, 1], height and width > 0) and each flip be 0 or 1")
+    return v

@@ -145,11 +145,13 @@ class OracleServer(ServerBase):
         }
 
     def evaluate(self, key: TaskKey, layout: PromptLayout, text, visual, features: bool,
-                 subset) -> Evaluation:
+                 subset, views=None) -> Evaluation:
         oracle = self._oracle(key, layout)
-        merge = ("train", key, layout, features, None if subset is None else subset.tobytes())
+        # Requests merge only when they score the same images: the same mini-batch and views.
+        merge = ("train", key, layout, features, None if subset is None else subset.tobytes(),
+                 None if views is None else views.tobytes())
         return self.merger.run(merge, text, visual, _rows(text, visual), lambda t, v: oracle.evaluate(
-            text=t, visual=v, features=features, subset=subset))
+            text=t, visual=v, features=features, subset=subset, views=views))
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
                        features: bool, images: tuple[int, int] | None = None) -> Evaluation:

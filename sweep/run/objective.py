@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sweep.oracle import ClipOracle, PooledOracle
 
 __all__ = ["EpochBatches", "NonFiniteLossError", "Objective", "PromptObjective", "draw_minibatch",
-           "rank_nonfinite_worst"]
+           "draw_views", "rank_nonfinite_worst"]
 
 
 class NonFiniteLossError(PromptTuningError, FloatingPointError):
@@ -70,6 +70,36 @@ def draw_minibatch(rng: np.random.Generator, total: int, minibatch: int | None) 
     if minibatch is None or minibatch >= total:
         return None
     return np.sort(rng.choice(total, size=minibatch, replace=False))
+
+
+def draw_views(rng: np.random.Generator, images: int, scale: tuple[float, float] = (0.5, 1.0),
+               ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """A view of each of ``images`` square images: RandomResizedCrop's box and a flip.
+
+    torchvision's ``RandomResizedCrop.get_params`` (10 tries at an area fraction from
+    ``scale`` and a log-uniform aspect ratio from ``ratio``, else the central crop at the
+    nearest ratio) and ``RandomHorizontalFlip`` (p = 0.5), written again on numpy: the
+    trial draws its views from its own seed and never loads torch. The box is kept in
+    fractions of the side, unrounded, so that it does not depend on the oracle's image size.
+
+    Returns:
+        (images, 5) rows of (top, left, height, width, flip), the form of
+        ``sweep.oracle.check_views``.
+    """
+    out = np.empty((images, 5))
+    log_ratio = np.log(ratio)
+    for i in range(images):
+        for _ in range(10):
+            area = rng.uniform(*scale)
+            aspect = np.exp(rng.uniform(*log_ratio))
+            width, height = np.sqrt(area * aspect), np.sqrt(area / aspect)
+            if width <= 1 and height <= 1:
+                out[i, :4] = rng.uniform(0, 1 - height), rng.uniform(0, 1 - width), height, width
+                break
+        else:  # torchvision's fallback for an image whose own ratio is in range: all of it
+            out[i, :4] = 0.0, 0.0, 1.0, 1.0
+        out[i, 4] = float(rng.random() < 0.5)
+    return out
 
 
 class EpochBatches:
@@ -134,6 +164,10 @@ class PromptObjective(Metered):
         # without mini-batches (the ES methods) never ask for one: either is the same.
         self._epochs = EpochBatches(self._rng) if getattr(
             config, "minibatches", "independent") == "epoch" else None
+        # Augmented views of each training request's images: a stream of their own, so that
+        # augmentation off leaves the mini-batches exactly as they were.
+        self._views = np.random.default_rng([seed, 0x7669]) if getattr(
+            config, "augment", False) else None
         #: losses replaced by ``rank_nonfinite_worst`` so far (recorded on the trial row).
         self.nonfinite_losses = 0
 
@@ -146,6 +180,7 @@ class PromptObjective(Metered):
         return {"used": self.meter.used, "eval_used": self.meter.eval_used,
                 "minibatches": self._rng.bit_generator.state,
                 "epoch": None if self._epochs is None else self._epochs.state(),
+                "views": None if self._views is None else self._views.bit_generator.state,
                 "nonfinite_losses": self.nonfinite_losses}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -154,6 +189,8 @@ class PromptObjective(Metered):
         self._rng.bit_generator.state = state["minibatches"]
         if self._epochs is not None:
             self._epochs.restore(state["epoch"])
+        if self._views is not None:
+            self._views.bit_generator.state = state["views"]
         self.nonfinite_losses = state["nonfinite_losses"]
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
@@ -162,11 +199,17 @@ class PromptObjective(Metered):
         total = self.oracle.train_size
         subset = (draw_minibatch(self._rng, total, minibatch) if self._epochs is None
                   else self._epochs.next(total, minibatch))
+        extra = {} if self._views is None else {
+            "views": draw_views(self._views, total if subset is None else len(subset))}
         if gradient:
-            losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset)
+            losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset,
+                                                            **extra)
             ev = Evaluation(losses=losses, gradients=self.parametrisation.pullback(g_text, g_visual))
         else:
-            ev = self.oracle.evaluate(text=text, visual=visual, features=features, subset=subset)
+            ev = self.oracle.evaluate(text=text, visual=visual, features=features, subset=subset,
+                                      **extra)
+            if features:  # which images the features are of: the objective drew them
+                ev = dataclasses.replace(ev, indices=np.arange(total) if subset is None else subset)
         ev, replaced = rank_nonfinite_worst(ev)
         self.nonfinite_losses += replaced
         return ev

@@ -14,7 +14,8 @@ measurement:
   and ``SUFFIX_TOKENS`` tokens per class (name, full stop, end of text:
   ``sweep.oracle.shared_prefix``); with visual prompts every image costs a
   full image tower per candidate, without them the image features of a
-  task's images are computed once per actor that serves it;
+  task's images are computed once per actor that serves it, and those of a
+  request's augmented views (``augment``) once per request;
 - a trial's asks are its budget over the price of one ask (each method's
   ask size and mini-batch at its fixed values and config defaults), plus one
   candidate on validation and test at each checkpoint;
@@ -178,6 +179,8 @@ def group_cost(spec: SweepSpec, group: Group, arch: Architecture, device: Device
     else:  # features once per task and actor that serves it
         per_task = (train + val + test) * arch.image_flops(0)
         image = per_task * (spec.resources.actors_per_task or spec.resources.actors) / group.samples
+        if config.augment:  # and the augmented views' features at every training request
+            image += asks * images * arch.image_flops(0)
     logits = (asks * n * images + checkpoints * (val + test)) * classes * 2 * arch.embed_dim
     requests = asks + 2 * checkpoints + 1
     # the method's own precision (CBBT: fp32), else the model's (on a GPU: bf16)
