@@ -120,6 +120,13 @@ class PromptConfig:
     augment: bool = False
 
     @property
+    def planned_from_budget(self) -> bool:
+        """Whether the method's schedule is planned from its budget (``Method.plan``), so
+        that a run for a smaller budget differs from the start of one for a larger (a
+        cosine): a sweep with ``[budget] limits`` runs such a method once per level."""
+        return False
+
+    @property
     def projection_scale_sigma(self) -> float:
         """The sigma the projection rules divide (or multiply) by: ``projection_sigma``, or
         a method's search sigma where its release has one sigma for both (BPT-VLM)."""

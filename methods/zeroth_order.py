@@ -100,6 +100,12 @@ class DescentConfig(PromptConfig):
     #: offset o of a_k (BlackVIP: 1, so a_1 = a / 2^alpha).
     spsa_offset: float = 1.0
 
+    @property
+    def planned_from_budget(self) -> bool:
+        """A cosine (per step or per epoch) is planned over the budget's steps; SPSA's gains
+        and a constant rate are not."""
+        return self.update != "spsa" and self.schedule != "constant"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.batch_size is not None and self.batch_size < 1:

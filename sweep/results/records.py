@@ -24,7 +24,7 @@ from sweep.budget import UNITS, CheckpointRecord, QueryCounts
 from sweep.errors import ConfigError
 from sweep.results.files import TRIAL_ID
 from sweep.results.provenance import DISTRIBUTIONS, Provenance, canonical_json, config_hash
-from sweep.results.schema import STATUSES, query_column
+from sweep.results.schema import BUDGET_RUNS, STATUSES, query_column
 
 if TYPE_CHECKING:
     from sweep.run import RunResult
@@ -87,6 +87,9 @@ class TrialOutcome:
     wall_s: float | None = None
     #: how often the trial went on from a budget checkpoint after its process was lost.
     restarts: int = 0
+    #: the run's own budget where the trial runs its setting once per budget level
+    #: (``[budget] limits``); None: the trial's budget.
+    budget: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able): what crosses from the worker to the driver."""
@@ -95,7 +98,7 @@ class TrialOutcome:
                 "checkpoints": [checkpoint_row(c) for c in self.checkpoints],
                 "stop_reasons": dict(self.stop_reasons),
                 "nonfinite_losses": self.nonfinite_losses, "wall_s": self.wall_s,
-                "restarts": self.restarts}
+                "restarts": self.restarts, "budget": self.budget}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialOutcome:
@@ -147,6 +150,9 @@ class TrialRecord:
     budget_unit: str
     #: the budget limit in ``budget_unit`` (None: unlimited).
     budget: int | None
+    #: "curve" (the budget levels are read off this run) or "per-budget" (a run planned for
+    #: ``budget`` alone, one of the sweep's ``[budget] limits``): ``BUDGET_RUNS``.
+    budget_run: str = "curve"
     black_box: bool = True
     estimator: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -180,6 +186,9 @@ class TrialRecord:
                               f"got {self.status!r}")
         if self.status == "failed" and not self.error:
             raise ConfigError(f"failed trial {self.trial_id} needs an error message")
+        if self.budget_run not in BUDGET_RUNS:
+            raise ConfigError(f"budget_run must be one of {', '.join(BUDGET_RUNS)}; "
+                              f"got {self.budget_run!r}")
         if self.budget_unit not in UNITS:
             raise ConfigError(f"budget unit must be one of {', '.join(UNITS)}; "
                               f"got {self.budget_unit!r}")
@@ -272,7 +281,7 @@ class TrialRecord:
             "dataset": self.dataset, "shots": int(self.shots), "seed": int(self.seed),
             "status": self.status, "error": self.error, "black_box": bool(self.black_box),
             "budget": None if self.budget is None else int(self.budget),
-            "budget_unit": self.budget_unit,
+            "budget_unit": self.budget_unit, "budget_run": self.budget_run,
             **{query_column(u): self.queries[u] for u in UNITS},
             **self._metrics(),
             "stop_reasons": canonical_json(dict(self.stop_reasons)),

@@ -18,8 +18,8 @@ import pyarrow as pa
 from sweep.budget import UNITS
 from sweep.errors import ConfigError
 
-__all__ = ["CURVES_SCHEMA", "PARAM_TYPES", "SCHEMA_VERSION", "STATUSES", "query_column",
-           "trials_schema"]
+__all__ = ["BUDGET_RUNS", "CURVES_SCHEMA", "PARAM_TYPES", "SCHEMA_VERSION", "STATUSES",
+           "query_column", "trials_schema"]
 
 #: How a trial ended: ran to its budget or its method's stop; stopped early by the
 #: scheduler (ASHA); raised.
@@ -32,7 +32,10 @@ PARAM_TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "bool": pa.bool_(),
 }
-SCHEMA_VERSION = "3"  # 2: the restarts column; 3: method_version
+SCHEMA_VERSION = "4"  # 2: the restarts column; 3: method_version; 4: budget_run
+#: How a trial's budget levels are obtained: "curve", read off its one run's checkpoints;
+#: "per-budget", a run planned for its ``budget`` alone, one of ``[budget] limits``.
+BUDGET_RUNS = ("curve", "per-budget")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -62,6 +65,7 @@ _TRIALS_FIELDS: tuple[pa.Field, ...] = (
     _field("black_box", pa.bool_(), False),
     _field("budget", pa.int64()),
     _field("budget_unit", pa.string(), False),
+    _field("budget_run", pa.string(), False),
     *(_field(query_column(u), pa.int64(), False) for u in UNITS),
     _field("best_val_acc", pa.float64()),
     _field("best_val_test_acc", pa.float64()),

@@ -46,14 +46,22 @@ class LoopState:
     elapsed: float = 0.0
 
 
-def start_loop(method: Method, objective: Objective, checkpoints: int = 8) -> LoopState:
-    """A fresh run's state: the method told how many asks the budget allows, the checkpoints' levels."""
+def start_loop(method: Method, objective: Objective, checkpoints: int = 8,
+               levels: tuple[int, ...] = ()) -> LoopState:
+    """A fresh run's state: the method told how many asks the budget allows, the checkpoints'
+    levels; ``levels`` (budget levels of a sweep's ``limits``) add a checkpoint at the last
+    ask within each, so that the run's curve is read there exactly."""
     unit, limit = objective.budget.unit, objective.budget.limit
     per_ask = objective.cost(method.ask_size, method.minibatch)[unit] if method.ask_size else 0
     per_epoch = max(1, objective.meter.images // method.minibatch) if method.minibatch else None
     method.plan(None if limit is None or per_ask == 0 else (limit - objective.used[unit]) // per_ask,
                 steps_per_epoch=per_epoch)
-    return LoopState(checkpoint_schedule(limit, per_ask, checkpoints) if limit is not None else [])
+    if limit is None:
+        return LoopState([])
+    schedule = set(checkpoint_schedule(limit, per_ask, checkpoints))
+    schedule |= {level // per_ask * per_ask if per_ask else level for level in levels
+                 if level <= limit and level >= per_ask}
+    return LoopState(sorted(schedule))
 
 
 class SplitScorer:

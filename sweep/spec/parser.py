@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from methods import REGISTRY
-from sweep.budget import UNITS
 from sweep.data import DATASETS, SHOTS
 from sweep.errors import ConfigError, describe
 from sweep.spec.default import DEFAULT_SPEC_TOML
@@ -54,7 +53,7 @@ from sweep.spec.sections import (
     SearchSection,
     SweepSpec,
 )
-from sweep.spec.published import has_published_budget
+from sweep.spec.budgets import PUBLISHED, REQUIRED, BudgetParsing
 from sweep.spec.targets import parse_targets
 from sweep.spec.spaces import make_space
 
@@ -126,9 +125,7 @@ def parse_spec(text: str, source: str = EMBEDDED_SOURCE, *, base_dir: str | Path
 
 # ---------------------------------------------------------------- the parser
 
-_REQUIRED = object()
-#: ``limit = "published"`` (or ``budget = "published"``): each method's published budget.
-PUBLISHED = "published"
+_REQUIRED = REQUIRED
 
 
 def _join(prefix: str, name: str) -> str:
@@ -156,7 +153,7 @@ def _pretrained_tags(name: str) -> list[str]:
     return list(open_clip.list_pretrained_tags_by_model(name))
 
 
-class _Parser:
+class _Parser(BudgetParsing):
     """Reads the TOML data section by section; ``fail`` names the source and the dotted key."""
 
     def __init__(self, source: str, base: Path, check_paths: bool) -> None:
@@ -286,8 +283,9 @@ class _Parser:
         if data.get("budget") == PUBLISHED:  # budget = "published": the whole sweep's
             budget = BudgetSection(published=True, limit=0)
         else:
-            budget = self.budget(self.table(data, "", "budget", _toml_keys(BudgetSection)),
-                                 "budget", BudgetSection(), full=True)
+            keys = _toml_keys(BudgetSection, "published", "levels")
+            budget = self.budget(self.table(data, "", "budget", keys), "budget", BudgetSection(),
+                                 full=True)
         if not budget.published and search.scheduler == "asha" and \
                 budget.limit * search.grace_fraction < 1:
             self.fail("search.grace_fraction", f"{search.grace_fraction} of a budget of "
@@ -382,37 +380,6 @@ class _Parser:
             cache = raw if raw.startswith("~") else str(self.path(raw, "data.cache"))
         return DataSection(datasets=tuple(datasets), root=None if root is None else str(root),
                            shots=tuple(shots), seeds=tuple(seeds), cache=cache)
-
-    def budget(self, table: Mapping[str, Any], prefix: str, defaults: BudgetSection,
-               *, full: bool) -> BudgetSection:
-        """``[budget]`` (``full``: limit required, checkpoints allowed) or a method's budget.
-
-        ``limit = "published"`` stands for each method's published budget (in its own unit,
-        so ``unit`` and ``batch_size`` are refused beside it), ``fraction`` for a share of it.
-        """
-        checkpoints = self.int_(table, prefix, "checkpoints", defaults.checkpoints, low=8)
-        if table.get("limit") == PUBLISHED:
-            for key in ("unit", "batch_size"):
-                if key in table:
-                    self.fail(f"{prefix}.{key}", "a published budget has its method's own "
-                              f"{key.replace('_', ' ')}; remove it")
-            fraction = self.float_(table, prefix, "fraction", 1.0, above=0.0, high=1.0)
-            return BudgetSection(published=True, fraction=fraction, limit=0,
-                                 checkpoints=checkpoints)
-        if "fraction" in table:
-            self.fail(f"{prefix}.fraction", 'a fraction is of a published budget: limit = '
-                      '"published"')
-        unit = self.str_(table, prefix, "unit", defaults.unit, choices=UNITS, what="budget unit")
-        limit = self.int_(table, prefix, "limit", _REQUIRED if full or defaults.published
-                          else defaults.limit, low=1)
-        batch_size = self.int_(table, prefix, "batch_size", defaults.batch_size, low=1)
-        return BudgetSection(unit=unit, limit=limit, batch_size=batch_size,
-                             checkpoints=checkpoints)
-
-    def published_ok(self, method: str, where: str) -> None:
-        if not has_published_budget(method):
-            self.fail(where, f"{method} has no published budget; give it a budget of its own "
-                             f"([methods.{method}] budget = {{ limit = ... }})")
 
     def search(self, data: Mapping[str, Any]) -> SearchSection:
         table = self.table(data, "", "search", _toml_keys(SearchSection))

@@ -115,12 +115,20 @@ class BudgetSection:
     published: bool = False
     #: the share of the published budget to run, in (0, 1].
     fraction: float = 1.0
+    #: ``limits = [...]``: budget levels as written, query counts or (published) fractions;
+    #: () for one budget. Methods planned from their budget run once per level.
+    limits: tuple[float, ...] = ()
+    #: the levels in queries, the last the limit (resolved with the limit); () for none.
+    levels: tuple[int, ...] = ()
 
     @property
     def label(self) -> str:
         """How ``--plan`` and the log show it: ``3,600 candidate_evals (published)``."""
-        share = "" if self.fraction == 1 else f" x {self.fraction:g}"
-        return f"{self.limit:,} {self.unit}" + (f" (published{share})" if self.published else "")
+        share = "" if self.fraction == 1 or self.limits else f" x {self.fraction:g}"
+        text = f"{self.limit:,} {self.unit}" + (f" (published{share})" if self.published else "")
+        if self.levels:
+            text += f", levels {', '.join(f'{v:,}' for v in self.levels)}"
+        return text
 
     def resolve(self, method: str, dataset: str, shots: int,
                 data_root: str | None = None) -> BudgetSection:
@@ -128,8 +136,10 @@ class BudgetSection:
         if not self.published:
             return self
         spec = published_budget(method, dataset, shots, data_root=data_root)
+        full = int(spec.limit or 0)
+        levels = tuple(sorted({max(1, round(f * full)) for f in self.limits}))
         return replace(self, unit=spec.unit, batch_size=spec.batch_size,
-                       limit=max(1, round(self.fraction * int(spec.limit or 0))))
+                       limit=max(1, round(self.fraction * full)), levels=levels)
 
     def to_budget_spec(self) -> BudgetSpec:
         """The ``BudgetSpec`` the oracle enforces."""

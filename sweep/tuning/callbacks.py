@@ -53,16 +53,25 @@ class ResultsCallback:
                     else [TrialOutcome(seed=s) for s in group.seeds])
         budget, model = group.budget, self.spec.model.label
         version = methods.REGISTRY.version(group.method)
+        if not result.get("outcomes") and group.per_budget:  # no report: every run of it
+            outcomes = [TrialOutcome(seed=s, budget=level) for s in group.seeds
+                        for level in budget.levels]
         for out in outcomes:
+            # A run per level (``[budget] limits``): its own budget, and an id of its own below
+            # the full budget, whose run keeps the setting's plain id.
+            limit = budget.limit if out.budget is None else out.budget
+            level = "" if limit == budget.limit else f"-b{limit}"
             record = TrialRecord.from_outcome(
                 out, trial_error=error,
-                trial_id=f"{sample_id}-s{out.seed}", sweep=self.spec.name, sample_id=sample_id,
-                method=group.method, model=model, dataset=group.dataset, shots=group.shots,
-                seed=out.seed, budget_unit=budget.unit, budget=budget.limit, params=params,
+                trial_id=f"{sample_id}-s{out.seed}{level}", sweep=self.spec.name,
+                sample_id=sample_id, method=group.method, model=model, dataset=group.dataset,
+                shots=group.shots, seed=out.seed, budget_unit=budget.unit, budget=limit,
+                budget_run="per-budget" if group.per_budget else "curve", params=params,
                 estimator=params.get("estimator"), method_version=version,
                 config={"method": group.method, "method_version": version, "params": params,
-                        "budget": budget.limit, "unit": budget.unit, "dataset": group.dataset, "shots": group.shots,
-                        "seed": out.seed, "model": model})
+                        "budget": limit, "unit": budget.unit, "dataset": group.dataset,
+                        "shots": group.shots, "seed": out.seed, "model": model,
+                        **({"levels": list(budget.levels)} if budget.levels else {})})
             try:
                 self.writer.write(record)
             except ResultsError as exc:

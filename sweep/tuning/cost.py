@@ -17,8 +17,9 @@ measurement:
   task's images are computed once per actor that serves it, and those of a
   request's augmented views (``augment``) once per request;
 - a trial's asks are its budget over the price of one ask (each method's
-  ask size and mini-batch at its fixed values and config defaults), plus one
-  candidate on validation and test at each checkpoint;
+  ask size and mini-batch at its fixed values and config defaults), summed
+  over its runs where it runs once per budget level (``[budget] limits``),
+  plus one candidate on validation and test at each checkpoint;
 - a device runs the text tower at its fp32 rate (the text tower is always
   fp32) and the image tower at the rate of the model's precision, each at
   ``EFFICIENCY`` of peak, and spends ``OVERHEAD_S`` dispatching each request
@@ -169,9 +170,12 @@ def group_cost(spec: SweepSpec, group: Group, arch: Architecture, device: Device
     budget = group.budget
     per_ask = {"candidate_evals": n, "calls": n * math.ceil(images / budget.batch_size),
                "images": n * images, "text_sequences": n * classes}[budget.unit]
-    asks = budget.limit // per_ask if per_ask else 0
+    # A run per budget level (``[budget] limits``) for methods planned from the budget; one
+    # run, with a checkpoint at each level besides its own, for the others.
+    limits = budget.levels if group.per_budget else (budget.limit,)
+    asks = sum(limit // per_ask for limit in limits) if per_ask else 0
     trials = group.samples * len(group.seeds)
-    checkpoints = budget.checkpoints
+    checkpoints = budget.checkpoints * len(limits) + (0 if group.per_budget else len(budget.levels))
     text = asks * n * arch.text_flops(config.n_text, classes)
     text += checkpoints * 2 * arch.text_flops(config.n_text, classes)
     if config.n_visual:

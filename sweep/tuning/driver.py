@@ -192,7 +192,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     context = {"pool": pool, "store": store, "groups": [
         (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
                       g.budget.to_budget_spec(), g.budget.checkpoints,
-                      methods.REGISTRY.version(g.method)), dict(g.space.fixed),
+                      methods.REGISTRY.version(g.method), levels=g.budget.levels,
+                      per_budget=g.per_budget), dict(g.space.fixed),
          (g.tag, g.sample_id))
         for g in plan.groups]}
     try:

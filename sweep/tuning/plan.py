@@ -56,6 +56,21 @@ class Group:
     def tag(self) -> str:
         return f"{self.method}-{self.dataset}-{self.shots}shot"
 
+    @property
+    def per_budget(self) -> bool:
+        """Whether each setting runs once per budget level (``[budget] limits``): its method's
+        schedule is planned from the budget (``planned_from_budget`` of its config at the
+        group's fixed values and defaults). Other methods read the levels off one run."""
+        if len(self.budget.levels) < 2:
+            return False
+        params = dict(self.params) if self.params is not None else dict(self.space.fixed)
+        return methods.REGISTRY.make_config(self.method, params).planned_from_budget
+
+    @property
+    def runs(self) -> int:
+        """Runs (result rows) a setting makes: one per seed, or per seed and level."""
+        return len(self.seeds) * (len(self.budget.levels) if self.per_budget else 1)
+
 
 @dataclass
 class SweepPlan:
@@ -70,8 +85,8 @@ class SweepPlan:
 
     @property
     def trials(self) -> int:
-        """Result rows still to come (settings x seeds)."""
-        return sum(g.samples * len(g.seeds) for g in self.groups)
+        """Result rows still to come (settings x seeds, x levels for a group run per budget)."""
+        return sum(g.samples * g.runs for g in self.groups)
 
     @property
     def param_types(self) -> dict[str, str]:
@@ -87,8 +102,10 @@ class SweepPlan:
                              if g.resumes else f"  {g.sample_id}: rerun seeds {seeds}")
                 continue
             done = f" ({g.done} done)" if g.done else ""
+            levels = ("" if not g.budget.levels else ": a run per level" if g.per_budget
+                      else ": read off one run")
             lines.append(f"  {g.tag}: {g.samples} settings{done} x {len(g.seeds)} seeds, "
-                         f"budget {g.budget.label}, {g.budget.checkpoints} "
+                         f"budget {g.budget.label}{levels}, {g.budget.checkpoints} "
                          "checkpoints")
         lines.append(f"  {self.trials} trials to run")
         return "\n".join(lines)
@@ -207,7 +224,7 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
     if ok:
         budget = spec.budget_for(setting.method, setting.dataset, setting.shots)
         ok = (setting.budget == budget.to_budget_spec() and setting.checkpoints == budget.checkpoints
-              and setting.data_root == spec.data.root)
+              and setting.levels == budget.levels and setting.data_root == spec.data.root)
     if not ok:
         warnings.warn(f"checkpoint {sample_id} was made for a different specification (its "
                       "method or its version, data set, shots, seeds or budget); its setting is "

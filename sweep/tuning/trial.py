@@ -1,7 +1,9 @@
 """A trial: one method, one hyperparameter setting, all the sweep's seeds in lockstep.
 
 Each seed is its own run (its own few-shot draw, oracle budget, projection
-and method seed) and its own row in the results. The seeds advance together
+and method seed) and its own row in the results; with ``[budget] limits``, a
+method planned from its budget (``PromptConfig.planned_from_budget``) runs
+each seed once per level, each run its own row. The seeds advance together
 from checkpoint to checkpoint so that each report to Ray Tune carries the
 mean validation accuracy over seeds at the same query count, the time axis
 of ASHA. Selection uses validation accuracy only.
@@ -54,13 +56,21 @@ class TrialSetting:
     checkpoints: int = 8
     #: the method's version (``methods.MethodSpec.version``) the trial runs.
     method_version: int = 1
+    #: the sweep's budget levels (``[budget] limits``, in queries, the last the budget's limit):
+    #: with ``per_budget``, each seed runs once per level, planned for it; else each level
+    #: gets a checkpoint of the one run. () for none.
+    levels: tuple[int, ...] = ()
+    per_budget: bool = False
 
 
 @dataclass
 class SeedOutcome:
-    """How one seed of a trial went: its checkpoints, and how it ended."""
+    """How one seed of a trial went (at one budget level, with ``per_budget``): its
+    checkpoints, and how it ended."""
 
     seed: int
+    #: the run's own budget (a level of ``TrialSetting.levels``); None: the setting's.
+    budget: int | None = None
     records: list[CheckpointRecord] = field(default_factory=list)
     status: str = "running"  # running | ok | failed
     error: str | None = None
@@ -102,7 +112,7 @@ class SeedOutcome:
             nonfinite_losses=self.nonfinite_losses, restarts=self.restarts,
             # the trial's own time, setup included: started_at + wall_s is when it ended
             wall_s=None if result is None or self.ended_at is None
-            else self.ended_at - self.started_at)
+            else self.ended_at - self.started_at, budget=self.budget)
 
 
 @dataclass
@@ -128,16 +138,20 @@ def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
     config = methods.REGISTRY.make_config(setting.method, setting.params)
     layout = layout_of(config)
     key = TaskKey(setting.dataset, setting.data_root, setting.shots, out.seed)
+    budget = (setting.budget if out.budget is None
+              else dataclasses.replace(setting.budget, limit=out.budget))
     if pool is not None:
-        oracle = pool.oracle(key, layout, setting.budget)
+        oracle = pool.oracle(key, layout, budget)
     else:  # local: for tests and single-process use
         from sweep.oracle import ClipOracle, load_model
 
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, out.seed)
-        oracle = ClipOracle(load_model(ModelSpec()), task, layout, setting.budget)
+        oracle = ClipOracle(load_model(ModelSpec()), task, layout, budget)
     run = assemble(setting.method, config, oracle, out.seed, out.method)
     if out.loop is None:
-        out.method, out.loop = run.method, start_loop(run.method, run.objective, setting.checkpoints)
+        levels = () if setting.per_budget else setting.levels
+        out.method, out.loop = run.method, start_loop(run.method, run.objective,
+                                                      setting.checkpoints, levels)
     else:
         run.objective.restore(out.objective_state)
     out.device = f"{oracle.device} ({oracle.precision})"
@@ -155,17 +169,19 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None,
     The last yield has every outcome finished (ok or failed).
     """
     if resume is None:
-        outcomes, checkpoint = [SeedOutcome(seed) for seed in setting.seeds], 0
+        outcomes = ([SeedOutcome(seed, level) for seed in setting.seeds for level in setting.levels]
+                    if setting.per_budget else [SeedOutcome(seed) for seed in setting.seeds])
+        checkpoint = 0
     else:
         outcomes, checkpoint = resume.outcomes, resume.checkpoint
         for out in outcomes:
             out.restarts += 1
-    runs: dict[int, Iterator[CheckpointRecord]] = {}
-    for out in outcomes:
+    runs: dict[int, Iterator[CheckpointRecord]] = {}  # by the outcome's index
+    for i, out in enumerate(outcomes):
         if out.status != "running":
             continue
         try:
-            runs[out.seed] = _start(setting, out, pool)
+            runs[i] = _start(setting, out, pool)
         except Exception as exc:  # a bad setting or a lost actor: a failed row, not a crash
             _fail(out, exc)
     if not runs:
@@ -174,8 +190,8 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None,
         yield checkpoint, outcomes
         return
     while runs:
-        for out in outcomes:
-            run = runs.get(out.seed)
+        for i, out in enumerate(outcomes):
+            run = runs.get(i)
             if run is None:
                 continue
             try:
@@ -183,10 +199,10 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None,
             except StopIteration as done:
                 out.result, out.status, out.ended_at = done.value, "ok", time.time()
                 out.method = out.loop = None
-                del runs[out.seed]
+                del runs[i]
             except Exception as exc:
                 _fail(out, exc)
-                del runs[out.seed]
+                del runs[i]
         yield checkpoint, outcomes
         checkpoint += 1
 
@@ -198,8 +214,10 @@ def _fail(out: SeedOutcome, exc: BaseException) -> None:
 
 
 def summary(outcomes: list[SeedOutcome], unit: str) -> dict[str, float]:
-    """Mean over seeds of each seed's latest checkpoint: what Ray Tune sees."""
-    latest = [o.records[-1] for o in outcomes if o.records]
+    """Mean over seeds of each seed's latest checkpoint at the full budget: what Ray Tune sees
+    (runs for a smaller budget level are reported in the rows only)."""
+    full = max((o.budget for o in outcomes if o.budget is not None), default=None)
+    latest = [o.records[-1] for o in outcomes if o.records and o.budget in (None, full)]
     if not latest:
         return {"val_acc": float("nan"), "test_acc": float("nan"), "queries": 0}
     return {
