@@ -73,6 +73,32 @@ def test_tables_load_with_pandas_and_respect_the_budget(sweep_dir):
     assert (zs["queries_candidate_evals"] == 0).all()
 
 
+def test_each_sampling_group_has_a_study_with_one_trial_per_setting(sweep_dir):
+    # The stored study (results/<sweep>/optuna.db) as optuna-dashboard and the report read it.
+    import optuna
+
+    from sweep.results import study_storage
+
+    _, path = sweep_dir
+    url = study_storage(path)
+    assert optuna.get_all_study_names(url) == ["bbt-digits-4shot"]  # zero-shot samples nothing
+    study = optuna.load_study(study_name="bbt-digits-4shot", storage=url)
+    bbt = pd.read_parquet(path / "trials").query("method == 'bbt'")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    by_id = {t.user_attrs["sample_id"]: t for t in study.trials}
+    # Its value is what the trial reported: the mean over seeds of the last validation accuracy.
+    assert {k: t.value for k, t in by_id.items()} == pytest.approx(
+        bbt.groupby("sample_id")["final_val_acc"].mean().to_dict())
+    curves = pd.read_parquet(path / "curves").merge(bbt[["trial_id", "sample_id"]])
+    for sample_id, rows in bbt.groupby("sample_id"):
+        trial = by_id[sample_id]
+        assert trial.params == {"sigma0": rows["param_sigma0"].iloc[0]}
+        assert (trial.user_attrs["method"], trial.user_attrs["shots"]) == ("bbt", 4)
+        own = curves[curves["sample_id"] == sample_id]
+        means = own.groupby("queries_candidate_evals")["val_acc"].mean()
+        assert trial.intermediate_values == pytest.approx(means.to_dict())  # step: queries
+
+
 def test_groups_are_in_flight_together(sweep_dir):
     # One Tune run for all groups: Tune numbers the trials of a run 1, 2, 3, ..., so the bbt
     # group's two settings and the zero-shot group's one share one numbering; run group by
@@ -102,6 +128,53 @@ def test_resume_reruns_a_truncated_trial(sweep_dir):
     _run(tmp, "a", resume=True)
     trials = pd.read_parquet(path / "trials")
     assert len(trials) == 6 and trials["trial_id"].is_unique
+    # The setting that lost a seed left its study at the resume and joined it again once rerun.
+    import optuna
+
+    from sweep.results import study_storage
+
+    study = optuna.load_study(study_name="bbt-digits-4shot", storage=study_storage(path))
+    values = dict(sorted((t.user_attrs["sample_id"], t.value) for t in study.trials))
+    expected = trials.query("method == 'bbt'").groupby("sample_id")["final_val_acc"].mean()
+    assert list(values) == list(expected.index) and list(values.values()) == pytest.approx(
+        expected.tolist())
+
+
+def test_a_resume_with_more_settings_tells_tpe_of_the_earlier_ones(sweep_dir, tmp_path,
+                                                                  monkeypatch):
+    # A copy of the first sweep as a folder from before the studies (no optuna.db), resumed
+    # with a third setting to draw: its study is seeded from the tables, and the sampler draws
+    # the new setting from a study that holds the two earlier ones.
+    import shutil
+
+    import optuna
+
+    from sweep.results import STUDY_FILE, study_storage
+
+    _, first = sweep_dir
+    copy = tmp_path / "results" / "a"
+    shutil.copytree(first, copy, ignore=shutil.ignore_patterns(".tune", f"{STUDY_FILE}*"))
+    complete = optuna.trial.TrialState.COMPLETE
+    told, real = [], optuna.samplers.TPESampler.before_trial
+
+    def before_trial(self, study, trial):  # what the sampler knows as each setting is drawn
+        told.append(sorted((t.user_attrs["sample_id"], t.value)
+                           for t in study.get_trials(deepcopy=False, states=(complete,))))
+        return real(self, study, trial)
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "before_trial", before_trial)
+    text = SPEC.format(name="a", actors=1).replace("samples = 2", "samples = 3")
+    run_sweep(parse_spec(text, "test.toml", base_dir=tmp_path), results_root=tmp_path / "results",
+              progress=False, resume=True)
+    bbt = pd.read_parquet(first / "trials").query("method == 'bbt'")
+    earlier = sorted(bbt.groupby("sample_id")["final_val_acc"].mean().items())
+    assert [[k for k, _ in seen] for seen in told] == [[k for k, _ in earlier]]
+    assert [v for _, v in told[0]] == pytest.approx([v for _, v in earlier])
+    study = optuna.load_study(study_name="bbt-digits-4shot", storage=study_storage(copy))
+    assert [(t.user_attrs["sample_id"], t.state) for t in study.trials] == [
+        (f"bbt-digits-4shot-00{i}", complete) for i in range(3)]
+    new = pd.read_parquet(copy / "trials").query("sample_id == 'bbt-digits-4shot-002'")
+    assert len(new) == 2 and study.trials[2].value == pytest.approx(new["final_val_acc"].mean())
 
 
 @pytest.mark.parametrize("actors", [1, 2])
@@ -152,3 +225,18 @@ def test_asha_stops_poor_settings_on_the_query_axis(ray_session, tmp_path):
     counts = curves[curves["method"] == "bbt"].groupby("trial_id")["checkpoint"].count()
     stopped = bbt.loc[bbt["status"] == "stopped", "trial_id"]
     assert (counts[stopped] < 8).all() and (counts.drop(stopped) == 8).all()
+    # In the group's study a stopped setting is PRUNED, its value its last report's.
+    import optuna
+
+    from sweep.results import study_storage
+
+    study = optuna.load_study(study_name="bbt-digits-4shot", storage=study_storage(path))
+    pruned = optuna.trial.TrialState.PRUNED
+    states = {t.user_attrs["sample_id"]: t.state for t in study.trials}
+    stopped_settings = bbt.groupby("sample_id")["status"].agg(lambda s: "stopped" in set(s))
+    assert states == {s: pruned if was else optuna.trial.TrialState.COMPLETE
+                      for s, was in stopped_settings.items()}
+    for trial in study.trials:
+        assert trial.value == trial.intermediate_values[max(trial.intermediate_values)]
+        assert trial.value == pytest.approx(
+            bbt.loc[bbt["sample_id"] == trial.user_attrs["sample_id"], "final_val_acc"].mean())

@@ -3,11 +3,13 @@
 The driver writes (``ResultsWriter``, each part atomically), anyone reads
 (``load_results``; ``pd.read_parquet("results/<sweep>/trials")`` works too).
 ``TrialOutcome`` is what a trial worker reports of each seed and
-``TrialRecord`` what the driver makes of it. Nothing here imports torch or
-Ray: reports open fast on a laptop.
+``TrialRecord`` what the driver makes of it. Beside the tables, each sampling
+group's Optuna study lives in ``optuna.db`` (``study_storage`` gives its URL;
+``sweep.tuning.studies`` writes it). Nothing here imports torch, Ray or
+Optuna: reports open fast on a laptop.
 """
 
-from sweep.results.files import ResultsError
+from sweep.results.files import STUDY_FILE, ResultsError, study_storage
 from sweep.results.provenance import (
     Provenance,
     canonical_json,
@@ -24,7 +26,13 @@ from sweep.results.reader import (
     remove_incomplete,
     scan,
 )
-from sweep.results.records import TrialOutcome, TrialRecord, checkpoint_from_row, checkpoint_row
+from sweep.results.records import (
+    TrialOutcome,
+    TrialRecord,
+    checkpoint_from_row,
+    checkpoint_row,
+    seed_status,
+)
 from sweep.results.schema import (
     CURVES_SCHEMA,
     PARAM_TYPES,
@@ -40,6 +48,7 @@ __all__ = [
     "PARAM_TYPES",
     "SCHEMA_VERSION",
     "STATUSES",
+    "STUDY_FILE",
     "Provenance",
     "ResultsError",
     "ResultsWarning",
@@ -59,5 +68,7 @@ __all__ = [
     "read_sweep",
     "remove_incomplete",
     "scan",
+    "seed_status",
+    "study_storage",
     "trials_schema",
 ]

@@ -4,6 +4,7 @@ Layout::
 
     <root>/<sweep>/trials/part-<trial_id>.parquet   one row: the trial
     <root>/<sweep>/curves/part-<trial_id>.parquet   one row per budget checkpoint
+    <root>/<sweep>/optuna.db                        the groups' Optuna studies (``study_storage``)
 
 Each part is written to a hidden temporary file in its folder, fsynced and
 renamed into place (``write_atomic``), so a part either exists whole or not
@@ -22,8 +23,8 @@ import pyarrow.parquet as pq
 
 from sweep.errors import ConfigError, PromptTuningError
 
-__all__ = ["PART", "TMP_SUFFIX", "TRIAL_ID", "ResultsError", "fsync_dir", "part_name",
-           "probe", "results_error", "sweep_dir", "write_atomic"]
+__all__ = ["PART", "STUDY_FILE", "TMP_SUFFIX", "TRIAL_ID", "ResultsError", "fsync_dir",
+           "part_name", "probe", "results_error", "study_storage", "sweep_dir", "write_atomic"]
 
 #: A part file's name; its group ``id`` is the trial id.
 PART = re.compile(r"^part-(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
@@ -31,6 +32,8 @@ PART = re.compile(r"^part-(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
 TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: The suffix of temporary files (hidden: their names start with ".").
 TMP_SUFFIX = ".tmp"
+#: The SQLite file of the sweep's Optuna studies, one per sampling group (``sweep.tuning.studies``).
+STUDY_FILE = "optuna.db"
 
 
 class ResultsError(PromptTuningError, OSError):
@@ -104,3 +107,13 @@ def sweep_dir(root: Path, sweep: str) -> Path:
     if base.exists() and not base.is_dir():
         raise ResultsError(f"results root {root} is not a folder")
     return target
+
+
+def study_storage(results_dir: str | Path) -> str:
+    """The Optuna storage URL of the studies of the sweep in ``results_dir``: SQLite, absolute.
+
+    Each sampling group's study is named by the group's tag (``bbt-digits-16shot``)::
+
+        optuna.load_study(study_name="bbt-digits-16shot", storage=study_storage("results/x"))
+    """
+    return f"sqlite:///{(Path(results_dir) / STUDY_FILE).resolve()}"

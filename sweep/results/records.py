@@ -29,7 +29,7 @@ from sweep.results.schema import BUDGET_RUNS, STATUSES, query_column
 if TYPE_CHECKING:
     from sweep.run import RunResult
 
-__all__ = ["TrialOutcome", "TrialRecord", "checkpoint_from_row", "checkpoint_row"]
+__all__ = ["TrialOutcome", "TrialRecord", "checkpoint_from_row", "checkpoint_row", "seed_status"]
 
 
 def _opt_float(x: float | None) -> float | None:
@@ -105,6 +105,16 @@ class TrialOutcome:
         """The inverse of ``to_dict``."""
         return cls(**{**data, "checkpoints": tuple(checkpoint_from_row(r)
                                                    for r in data.get("checkpoints", ()))})
+
+
+def seed_status(outcome: str, trial_failed: bool = False) -> str:
+    """The ``status`` of a seed's row whose outcome says ``outcome`` (``TrialOutcome.status``).
+
+    A seed still running when its trial ended was stopped by the scheduler, unless the trial
+    itself failed (``trial_failed``).
+    """
+    status = {"ok": "completed", "failed": "failed"}.get(outcome, "stopped")
+    return "failed" if trial_failed and status != "completed" else status
 
 
 def _plain(x: Any) -> Any:
@@ -226,9 +236,7 @@ class TrialRecord:
         A seed still running when its trial ended was stopped by the scheduler, unless the
         trial itself failed (``trial_error``).
         """
-        status = {"ok": "completed", "failed": "failed"}.get(outcome.status, "stopped")
-        if trial_error and status != "completed":
-            status = "failed"
+        status = seed_status(outcome.status, bool(trial_error))
         identity.update(device=outcome.device, nonfinite_losses=outcome.nonfinite_losses,
                         restarts=outcome.restarts, started_at=outcome.started_at or time.time())
         checkpoints = outcome.checkpoints

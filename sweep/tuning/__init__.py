@@ -3,8 +3,9 @@
 ``plan_sweep`` says what remains to run (one group per method, data set and
 shots); ``run_sweep`` checks the inputs (``check_inputs``), starts Ray and the
 oracle pool, runs one Ray Tune run over all groups (each with its own Optuna
-study and scheduler: ``GroupedSearcher``, ``GroupedScheduler``), and writes
-every finished trial through ``sweep.results``. A trial
+study and scheduler: ``GroupedSearcher``, ``GroupedScheduler``; the studies
+are stored in ``results/<sweep>/optuna.db``, ``sweep.tuning.studies``, imported
+by the driver only), and writes every finished trial through ``sweep.results``. A trial
 (``tune_trainable``) runs all seeds of one setting in lockstep
 (``run_setting``, plain Python).
 """

@@ -7,7 +7,9 @@ seeded) over its method's search space and scheduled by its own scheduler
 (``sweep.tuning.groups``); each trial runs every seed of its setting in
 lockstep (``sweep.tuning.trial``). Trials only report; ``ResultsCallback``,
 in the driver, turns each finished trial into one row per seed and writes
-the part files. Selection uses validation accuracy only.
+the part files. Selection uses validation accuracy only. The studies live in
+``results/<sweep>/optuna.db`` (``sweep.tuning.studies``): a fresh sweep starts
+without any, a resumed one rebuilds them from its tables first.
 
 The launch fails with one line when the oracle actors have not started after
 ``[resources] placement_timeout_s`` (the GPUs they ask for never came). A
@@ -40,23 +42,27 @@ from sweep.tuning.trial import TrialSetting, tune_trainable
 __all__ = ["ACTOR_REPORT", "run_sweep", "start_ray"]
 
 
-def _source(spec: SweepSpec, group: Group) -> SettingSource:
-    """Where the settings of ``group`` come from: an Optuna study of its own, or a fixed setting."""
+def _source(spec: SweepSpec, group: Group, storage) -> SettingSource:
+    """Where the settings of ``group`` come from: an Optuna study of its own, stored in
+    ``storage`` (``sweep.tuning.studies``), or a fixed setting."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from sweep.tuning.studies import GroupSearch
 
     if group.sample_id:  # a repair: the lost seeds of a setting, with its parameters
         return SettingSource(group.samples, group.offset, fixed=group.params)
     if group.space.samples_nothing:
         return SettingSource(group.samples, group.offset, fixed=group.space.fixed)
     # Seeded per group and by how many settings already exist, so a resumed sweep draws
-    # new settings rather than repeating the first ones.
+    # new settings rather than repeating the first ones; its study holds the earlier ones
+    # (rebuilt from the tables), so TPE is told of them.
     seed = zlib.crc32(f"{spec.search.seed}/{group.tag}/{group.offset}".encode())
     sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=seed))
+    attrs = {"method": group.method, "dataset": group.dataset, "shots": group.shots,
+             "seeds": list(group.seeds)}
     return SettingSource(group.samples, group.offset,
-                         OptunaSearch(space=group.space, metric="val_acc", mode="max",
-                                      sampler=sampler))
+                         GroupSearch(group.space, sampler, storage, group.tag, attrs))
 
 
 def _scheduler(spec: SweepSpec, group: Group):
@@ -159,6 +165,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from sweep.tuning.studies import open_storage, prepare_studies, record_repairs
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_sweep(spec, results_root, resume)
     if plan.groups and getattr(server, "needs_data", True):
@@ -168,6 +176,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         remove_incomplete(plan.results_dir, plan.state.incomplete)
         for sample_id in plan.stale_checkpoints:
             remove_checkpoint(plan.results_dir, sample_id)
+    # No studies of an earlier sweep in a fresh one; a resumed one's rebuilt from its tables.
+    prepare_studies(plan, resume)
     print(plan.describe())
     if not plan.groups:
         return plan.results_dir
@@ -186,6 +196,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         writer.remove_if_empty()  # a launch that never started leaves no results folder
         raise
     store = _checkpoint_store(plan.results_dir)
+    # The studies' storage (optuna.db), where some group samples its settings.
+    storage = (open_storage(plan.results_dir) if any(
+        not g.sample_id and not g.space.samples_nothing for g in plan.groups) else None)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
@@ -203,7 +216,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
             tune_config=tune.TuneConfig(metric="val_acc", mode="max",
                                         search_alg=GroupedSearcher(
-                                            [_source(spec, g) for g in plan.groups], "val_acc", "max",
+                                            [_source(spec, g, storage) for g in plan.groups],
+                                            "val_acc", "max",
                                             _trial_costs(spec, plan.groups)),
                                         scheduler=GroupedScheduler(
                                             [_scheduler(spec, g) for g in plan.groups]),
@@ -222,6 +236,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         tuner.fit()
         if callback.error is not None:
             raise callback.error
+        record_repairs(plan, storage)
         _write_actor_report(pool, plan.results_dir / ACTOR_REPORT)
     finally:
         bar.close()

@@ -54,9 +54,14 @@ class SettingSource:
         return self.samples - self.issued
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next setting (None: the searcher waits); its index in the group is
+        ``offset + issued - 1``, which a searcher with ``label_trial`` is told."""
         config = self.fixed if self.searcher is None else self.searcher.suggest(trial_id)
         if config is not None:
             self.issued += 1
+            label = getattr(self.searcher, "label_trial", None)
+            if label is not None:  # a stored study names its trials by setting
+                label(trial_id, self.offset + self.issued - 1)
         return config
 
 

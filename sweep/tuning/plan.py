@@ -20,10 +20,15 @@ from typing import Any
 import methods
 from sweep.checkpoints import CHECKPOINTS
 from sweep.errors import ConfigError
-from sweep.results import ResultsWarning, ScanResult, read_sweep
+from sweep.results import ResultsWarning, ScanResult, SweepContents, read_sweep
 from sweep.spec import BudgetSection, MethodSpace, SweepSpec, param_columns
 
-__all__ = ["Group", "SweepPlan", "plan_sweep"]
+__all__ = ["Group", "SweepPlan", "group_tag", "plan_sweep", "sample_index"]
+
+
+def group_tag(method: str, dataset: str, shots: int) -> str:
+    """A group's name: its settings' ids start with it, and its Optuna study has it."""
+    return f"{method}-{dataset}-{shots}shot"
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class Group:
 
     @property
     def tag(self) -> str:
-        return f"{self.method}-{self.dataset}-{self.shots}shot"
+        return group_tag(self.method, self.dataset, self.shots)
 
     @property
     def per_budget(self) -> bool:
@@ -82,6 +87,9 @@ class SweepPlan:
     #: checkpoints not to resume (their rows are written, they do not load, or they were
     #: made for another specification): the driver removes them when it resumes.
     stale_checkpoints: list[str] = field(default_factory=list)
+    #: the complete trials' tables the plan was made from (None: no folder yet); the
+    #: driver rebuilds a resumed sweep's Optuna studies from them.
+    contents: SweepContents | None = field(default=None, repr=False)
 
     @property
     def trials(self) -> int:
@@ -124,7 +132,7 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
     taken: dict[tuple[str, str, int], set[str]] = {}  # sample ids started before
     if results_dir.exists():
         contents = read_sweep(results_dir)
-        plan.state = contents.scan
+        plan.state, plan.contents = contents.scan, contents
         checkpoints = _checkpoints(results_dir, set(contents.trials["sample_id"])
                                    if len(contents.trials) else set(), plan.stale_checkpoints)
         if (contents.scan.complete or checkpoints) and not resume:
@@ -160,8 +168,8 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 have = done.get(key, 0)
                 todo = spec.samples_for(method) - have
                 if todo > 0:
-                    tag = f"{method}-{dataset}-{shots}shot"
-                    first = max([have, *(1 + _index(tag, i) for i in taken.get(key, ()))])
+                    tag = group_tag(method, dataset, shots)
+                    first = max([have, *(1 + sample_index(tag, i) for i in taken.get(key, ()))])
                     plan.groups.append(Group(method, dataset, shots, spec.method(method).space,
                                              spec.budget_for(method, dataset, shots),
                                              spec.data.seeds, todo,
@@ -187,7 +195,7 @@ def _refuse_other_versions(results_dir: Path, trials) -> None:
                 "the sweep another name")
 
 
-def _index(tag: str, sample_id: str) -> int:
+def sample_index(tag: str, sample_id: str) -> int:
     """The index of a setting in its group, from its id (``tag-NNN``); -1 for another form."""
     head, _, number = sample_id.rpartition("-")
     return int(number) if head == tag and number.isdigit() else -1

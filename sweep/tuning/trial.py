@@ -258,7 +258,8 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
         report = {**metrics, "checkpoint": checkpoint, "done": done,
                   "outcomes": [o.report().to_dict() for o in outcomes]}
         if math.isnan(report["val_acc"]):
-            report["val_acc"] = -1.0  # every seed failed: worst for the searcher, never selected
+            # every seed failed: worst for ASHA, never selected; FAIL in the group's study
+            report["val_acc"] = -1.0
         tune.report(report)
 
 
