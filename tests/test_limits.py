@@ -19,7 +19,7 @@ datasets = ["digits"]
 shots = [4]
 seeds = [1]
 [budget]
-limits = [30, 60]
+limits = [25, 50]
 checkpoints = 8
 [search]
 methods = ["cbbt", "bpt-vlm"]
@@ -27,7 +27,7 @@ samples = 1
 [resources]
 concurrency = 2
 [methods.cbbt]
-params = { q = 9 }
+params = { q = 4 }
 [methods.bpt-vlm]
 params = { popsize = 10, intrinsic_dim_text = 20, intrinsic_dim_visual = 20 }
 """
@@ -39,7 +39,7 @@ def _spec(tmp_path, text=SPEC):
 
 def test_limits_are_levels_and_only_budget_planned_methods_run_once_per_level(tmp_path):
     spec = _spec(tmp_path)
-    assert (spec.budget.limit, spec.budget.levels) == (60, (30, 60))
+    assert (spec.budget.limit, spec.budget.levels) == (50, (25, 50))
     plan = plan_sweep(spec, tmp_path / "results")
     runs = {g.method: (g.per_budget, g.runs) for g in plan.groups}
     assert runs == {"cbbt": (True, 2), "bpt-vlm": (False, 1)}
@@ -52,7 +52,7 @@ def test_limits_are_levels_and_only_budget_planned_methods_run_once_per_level(tm
 
 @pytest.mark.parametrize("budget, match", [
     ("limits = [120, 60]", "increasing"), ("limits = [0.5, 1]", "query counts"),
-    ("limit = 100\nlimits = [30, 60]", "largest of the limits"),
+    ("limit = 100\nlimits = [25, 50]", "largest of the limits"),
     ('limit = "published"\nlimits = [0.5, 2]', "fractions"),
     ('limit = "published"\nfraction = 0.5\nlimits = [0.5, 1]', "remove fraction"),
 ])
@@ -69,18 +69,32 @@ def test_a_limits_sweep_runs_cbbt_per_level_and_reads_bpt_vlm_off_one_curve(ray_
     trials = pd.read_parquet(path / "trials")
     curves = pd.read_parquet(path / "curves")
     cbbt = trials[trials["method"] == "cbbt"].set_index("trial_id")
-    assert sorted(cbbt.index) == ["cbbt-digits-4shot-000-s1", "cbbt-digits-4shot-000-s1-b30"]
-    assert set(cbbt["budget_run"]) == {"per-budget"} and sorted(cbbt["budget"]) == [30, 60]
-    assert cbbt.loc["cbbt-digits-4shot-000-s1-b30", "queries_candidate_evals"] == 30
-    assert cbbt.loc["cbbt-digits-4shot-000-s1", "queries_candidate_evals"] == 60
-    # The 30-query run was planned for 30 (its cosine ends there): not the 60-query run's
-    # first half.
+    assert sorted(cbbt.index) == ["cbbt-digits-4shot-000-s1", "cbbt-digits-4shot-000-s1-b25"]
+    assert set(cbbt["budget_run"]) == {"per-budget"} and sorted(cbbt["budget"]) == [25, 50]
+    assert cbbt.loc["cbbt-digits-4shot-000-s1-b25", "queries_candidate_evals"] == 25
+    assert cbbt.loc["cbbt-digits-4shot-000-s1", "queries_candidate_evals"] == 50
+    # The 25-query run was planned for 25 (its cosine ends there): not the 50-query run's
+    # first half (from its third step on, the two cosines differ).
     full = curves[curves["trial_id"] == "cbbt-digits-4shot-000-s1"]
-    at_30 = full[full["queries_candidate_evals"] == 30]["train_loss"]
-    short = curves[curves["trial_id"] == "cbbt-digits-4shot-000-s1-b30"]["train_loss"]
-    assert len(at_30) == 1 and float(short.iloc[-1]) != float(at_30.iloc[0])
+    at_25 = full[full["queries_candidate_evals"] == 25]["train_loss"]
+    short = curves[curves["trial_id"] == "cbbt-digits-4shot-000-s1-b25"]["train_loss"]
+    assert len(at_25) == 1 and float(short.iloc[-1]) != float(at_25.iloc[0])
     bpt = trials[trials["method"] == "bpt-vlm"]
     assert len(bpt) == 1 and bpt["budget_run"].iloc[0] == "curve"
-    assert json.loads(bpt["config_json"].iloc[0])["levels"] == [30, 60]
+    assert json.loads(bpt["config_json"].iloc[0])["levels"] == [25, 50]
     bpt_curve = curves[curves["trial_id"] == bpt["trial_id"].iloc[0]]
-    assert 30 in set(bpt_curve["queries_candidate_evals"])  # a checkpoint at each level
+    assert 20 in set(bpt_curve["queries_candidate_evals"])  # the last generation within 25
+    # The study knows the setting by its full-budget run, as the trial reported it, and so
+    # does a study rebuilt from the tables (as --resume rebuilds it).
+    import optuna
+
+    from sweep.results import study_storage
+    from sweep.tuning.studies import record_settings
+
+    full_val = cbbt.loc["cbbt-digits-4shot-000-s1", "final_val_acc"]
+    stored = optuna.load_study(study_name="cbbt-digits-4shot", storage=study_storage(path))
+    assert [t.value for t in stored.trials] == pytest.approx([full_val])
+    memory = optuna.storages.InMemoryStorage()
+    assert record_settings(memory, _spec(tmp_path), trials, curves) == 2
+    rebuilt = optuna.load_study(study_name="cbbt-digits-4shot", storage=memory)
+    assert [t.value for t in rebuilt.trials] == pytest.approx([full_val])

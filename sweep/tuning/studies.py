@@ -254,6 +254,10 @@ def record_settings(storage: optuna.storages.BaseStorage, spec: SweepSpec, trial
         settings = sorted(group.groupby("sample_id"),
                           key=lambda kv: (sample_index(tag, kv[0]), kv[0]))
         for sample_id, setting in settings:
+            if "budget_run" in setting:  # runs for a smaller level of [budget] limits: rows
+                smaller = (setting["budget_run"] == "per-budget") & \
+                    (setting["budget"] < setting["budget"].max())  # only, never reported
+                setting = setting[~smaller.to_numpy(dtype=bool)]
             rows = sorted(setting.to_dict("records"),
                           key=lambda r: (order.get(r["seed"], len(seeds)), r["seed"]))
             if (only is not None and sample_id not in only) or \
