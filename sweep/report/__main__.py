@@ -4,13 +4,23 @@
     python -m sweep.report results/default --out fig --target 0.7
     python -m sweep.report results/reproduce-bpt-vlm --targets sweeps/reproduce/bpt-vlm.toml
 
-Writes ``report.md`` (the sweep, its trials, and per data set and shot count
-the best setting of each method at each budget level, validation and test
-accuracy as mean ± std over seeds), ``accuracy_vs_queries.png``,
-``queries_to_target.png`` and ``sensitivity.png`` (one per data set and shot
-count when there are several). Settings are chosen by validation accuracy
-only (``sweep.report.tables``). ``--targets SPEC`` adds, and prints, each
-result beside the published accuracy in the specification's ``[targets]``.
+Writes ``report.md``: the sweep and its trials; the main tables (per shot
+count, query unit and budget level: methods x data sets, test accuracy of the
+setting chosen on validation as mean ± std over seeds, the average over the
+data sets and the black-box methods' average rank; zero-shot and white-box
+rows marked, not ranked); hyperparameter importance (Optuna's fANOVA per
+sampling group with 8 or more completed settings, from ``optuna.db`` or
+rebuilt from the trials table; others omitted with a note); and per data set
+and shot count the best setting of each method at each budget level. Also
+``main_table.csv`` and the figures ``accuracy_vs_queries.png``,
+``queries_to_target.png``, ``sensitivity.png`` (one per data set and shot
+count when there are several), ``frontier.png`` (best validated test
+accuracy against the budget, per data set and averaged, band over seeds:
+min-max, or a bootstrap 95% interval with 5 seeds or more) and
+``importance.png``, each with a CSV of the numbers it draws beside it
+(``frontier.csv``, ...). Settings are chosen by validation accuracy only
+(``sweep.report.tables``). ``--targets SPEC`` adds, and prints, each result
+beside the published accuracy in the specification's ``[targets]``.
 """
 
 from __future__ import annotations

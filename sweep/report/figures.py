@@ -5,6 +5,7 @@ of one column of a two-column paper) with 7-8 pt text, so nothing is scaled
 down when it is placed, and saved at 300 dpi. A method keeps its colour and
 marker in every figure (Okabe-Ito colours, distinguishable with colour-vision
 deficiencies; markers for greyscale print); white-box methods are dashed.
+Beside each PNG, a CSV of the same name holds the numbers it draws.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from matplotlib.ticker import (  # noqa: E402
     PercentFormatter,
 )
 
+from sweep.report.figure_data import (  # noqa: E402
+    accuracy_vs_queries_data,
+    queries_to_target_data,
+    sensitivity_data,
+    write_csv,
+)
 from sweep.report.tables import (  # noqa: E402
     GROUP,
     UNIT_LABELS,
@@ -417,16 +424,19 @@ def _slug(key: tuple, with_unit: bool) -> str:
 
 def write_figures(trials: pd.DataFrame, curves: pd.DataFrame, best: pd.DataFrame,
                   qt: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
-    """Write every figure to ``out``; returns (file name, caption) per figure written."""
+    """Write every figure to ``out``, each with the CSV of its numbers beside it
+    (``sweep.report.figure_data``); returns (file name, caption) per figure written."""
     black_box = trials.groupby("method")["black_box"].first().astype(bool).to_dict()
     styles = method_styles(sorted(black_box), black_box)
     figures: list[tuple[str, str]] = []
     if best["sample_id"].notna().any():
         name = "accuracy_vs_queries.png"
         figures.append((name, plot_accuracy_vs_queries(trials, curves, best, styles, out / name)))
+        write_csv(accuracy_vs_queries_data(trials, curves, best), out / name)
     if len(qt):
         name = "queries_to_target.png"
         figures.append((name, plot_queries_to_target(qt, best, styles, out / name)))
+        write_csv(queries_to_target_data(qt, best), out / name)
     keys = sorted(best.groupby(GROUP).groups)
     with_unit = len({k[:2] for k in keys}) < len(keys)
     for key in keys:
@@ -439,4 +449,5 @@ def write_figures(trials: pd.DataFrame, curves: pd.DataFrame, best: pd.DataFrame
         caption = plot_sensitivity(trials, key, styles, out / name, title)
         if caption is not None:
             figures.append((name, (f"{title}: " if title else "") + caption))
+            write_csv(sensitivity_data(trials, key), out / name)
     return figures

@@ -1,4 +1,8 @@
-"""The Markdown of a sweep report: the sweep, its trials, and per group the best setting per budget."""
+"""The Markdown of a sweep report: the sweep, its trials, and per group the best setting per budget.
+
+The main tables and the importance section are rendered by their own modules
+(``sweep.report.main_table``, ``sweep.report.importance``) and passed in.
+"""
 
 from __future__ import annotations
 
@@ -186,9 +190,11 @@ def _group_section(key: tuple, trials: pd.DataFrame, best: pd.DataFrame,
 
 def render_markdown(sweep_dir: Path, trials: pd.DataFrame, best: pd.DataFrame,
                     qt: pd.DataFrame, figures: Sequence[tuple[str, str]],
-                    target: float | None = None) -> str:
-    """The Markdown report: overview, failed trials, a section per group, the figures."""
+                    target: float | None = None, sections: Sequence[str] = ()) -> str:
+    """The Markdown report: overview, failed trials, ``sections`` (lines: the main tables,
+    hyperparameter importance), a section per group, the figures."""
     lines = _overview(sweep_dir, trials)
+    lines += list(sections)
     summary = target_summary(qt)
     if len(summary):
         bb = qt.groupby([*GROUP, "method"])["black_box"].first().reset_index()
@@ -209,4 +215,6 @@ def render_markdown(sweep_dir: Path, trials: pd.DataFrame, best: pd.DataFrame,
         lines += [f"Queries-to-target uses a validation target of {how}.", ""]
     lines += [f"- `{name}`: {caption}" for name, caption in figures] or [
         "None: no method with settings to tune completed a checkpoint."]
+    if figures:
+        lines += ["", "Beside each figure, a CSV of the same name holds the numbers it draws."]
     return "\n".join(lines) + "\n"

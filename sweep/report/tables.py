@@ -10,6 +10,15 @@ Methods counted in different units are never compared: every table and
 figure is grouped by (data set, shots, unit). Failed trials are left out;
 trials stopped early by the scheduler count with the checkpoints they
 reached.
+
+A trial's ``budget_run`` (absent in older results; null reads as
+``"curve"``) says how its budget levels are read: ``"curve"``, off its one
+curve, as above; ``"per-budget"``, the trial was planned for its own
+``budget`` alone (one of several limits, each setting run once per limit).
+A method with per-budget trials in a group has the distinct budgets of
+those trials as its levels, and its value at a level comes from the trials
+run for that budget (its curve trials, if any, are left out); curve methods
+of the group are read at those budgets too.
 """
 
 from __future__ import annotations
@@ -25,10 +34,11 @@ import pandas as pd
 from sweep.budget import UNITS
 
 __all__ = [
-    "DEFAULT_FRACTIONS", "GROUP", "TARGET_FRACTION", "UNIT_LABELS", "ZERO_SHOT", "best_curves",
-    "best_settings", "budget_levels", "checkpoint_table", "curve_band", "default_targets",
-    "in_group", "param_column_names", "plain_value", "queries_to_target", "swept_params",
-    "target_summary", "tuned_trials", "usable_trials", "zero_shot_summary",
+    "DEFAULT_FRACTIONS", "GROUP", "PER_BUDGET", "TARGET_FRACTION", "UNIT_LABELS", "ZERO_SHOT",
+    "best_curves", "best_settings", "budget_levels", "checkpoint_table", "curve_band",
+    "default_targets", "in_group", "level_values", "param_column_names", "per_budget_mask",
+    "plain_value", "queries_to_target", "swept_params", "target_summary", "tuned_trials",
+    "usable_trials", "zero_shot_summary",
 ]
 
 #: Budget levels of the tables, as fractions of the group's budget: the checkpoints are
@@ -40,6 +50,8 @@ TARGET_FRACTION = 0.9
 #: What is compared together: one data set, one shot count, one query unit.
 GROUP = ["dataset", "shots", "unit"]
 ZERO_SHOT = "zero-shot"
+#: ``budget_run`` of a trial planned for its own budget alone (module docstring).
+PER_BUDGET = "per-budget"
 UNIT_LABELS = {"candidate_evals": "candidate evaluations", "calls": "mini-batch calls",
                "images": "images", "text_sequences": "text sequences"}
 # Accuracies are ratios of small integers; a target computed as 0.9 x 0.8 must count
@@ -56,6 +68,17 @@ def tuned_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that did not fail, of methods that have settings to choose (not zero-shot)."""
     usable = usable_trials(trials)
     return usable[usable["method"] != ZERO_SHOT]
+
+
+def per_budget_mask(trials: pd.DataFrame) -> np.ndarray:
+    """Which trials were run for their own budget alone (``budget_run == "per-budget"``).
+
+    Results without the column, a null, and a trial without a budget read as ``"curve"``.
+    """
+    if "budget_run" not in trials.columns:
+        return np.zeros(len(trials), dtype=bool)
+    return ((trials["budget_run"] == PER_BUDGET).to_numpy(dtype=bool)
+            & trials["budget"].notna().to_numpy(dtype=bool))
 
 
 def param_column_names(trials: pd.DataFrame) -> list[str]:
@@ -81,12 +104,16 @@ def checkpoint_table(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     Returns:
         One row per checkpoint with a measured validation accuracy: ``trial_id``,
         ``sample_id``, ``method``, ``seed``, ``black_box``, ``dataset``, ``shots``,
-        ``unit``, ``checkpoint``, ``queries``, ``val_acc``, ``test_acc``; sorted by
-        trial and checkpoint.
+        ``unit``, ``checkpoint``, ``queries``, ``val_acc``, ``test_acc``,
+        ``trial_budget`` (the trial's ``budget``) and ``per_budget``
+        (:func:`per_budget_mask`); sorted by trial and checkpoint.
     """
-    meta = usable_trials(trials)[["trial_id", "sample_id", "black_box", "dataset", "shots",
-                            "budget_unit"]].rename(columns={"budget_unit": "unit"})
+    usable = usable_trials(trials)
+    meta = usable[["trial_id", "sample_id", "black_box", "dataset", "shots", "budget_unit",
+                   "budget"]].rename(columns={"budget_unit": "unit", "budget": "trial_budget"})
+    meta["per_budget"] = per_budget_mask(usable)
     cp = curves.merge(meta, on="trial_id", how="inner")
+    cp["per_budget"] = cp["per_budget"].astype(bool)
     queries = np.full(len(cp), np.nan)
     for unit in UNITS:
         mask = (cp["unit"] == unit).to_numpy()
@@ -94,23 +121,40 @@ def checkpoint_table(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     cp["queries"] = queries
     cp = cp[cp["val_acc"].notna()]
     cols = ["trial_id", "sample_id", "method", "seed", "black_box", *GROUP, "checkpoint",
-            "queries", "val_acc", "test_acc"]
+            "queries", "val_acc", "test_acc", "trial_budget", "per_budget"]
     return cp[cols].sort_values(["trial_id", "checkpoint"]).reset_index(drop=True)
+
+
+def _group_levels(trials: pd.DataFrame, fractions: Sequence[float]) -> dict[tuple, dict[int, float]]:
+    """Per group: each budget level -> its nominal fraction of the group's budget.
+
+    Levels read off the curves are ``fractions`` of the largest budget of the
+    group's trials (a trial without a budget counts with the queries it used),
+    nominally the fraction asked for (a larger fraction wins a level two share);
+    the budgets of per-budget trials are levels too, nominally budget / largest.
+    """
+    tuned = tuned_trials(trials).rename(columns={"budget_unit": "unit"})
+    per = per_budget_mask(tuned)
+    out: dict[tuple, dict[int, float]] = {}
+    for key, idx in tuned.groupby(GROUP, sort=True).indices.items():
+        g = tuned.iloc[idx]
+        used = g.apply(lambda r: r[f"queries_{r['unit']}"], axis=1).astype(float)
+        full = float(g["budget"].astype(float).fillna(used).max())
+        levels = {max(1, math.ceil(f * full - _EPS)): float(f) for f in sorted(fractions)}
+        for budget in g.loc[per[idx], "budget"]:
+            levels.setdefault(int(budget), int(budget) / full)
+        out[key] = dict(sorted(levels.items()))
+    return out
 
 
 def budget_levels(trials: pd.DataFrame,
                   fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[tuple, list[int]]:
     """Budget levels per group: ``fractions`` of the largest budget of the group's trials.
 
-    A trial without a budget (unlimited) counts with the queries it used.
+    A trial without a budget (unlimited) counts with the queries it used. The
+    budgets of per-budget trials (module docstring) are levels of the group too.
     """
-    tuned = tuned_trials(trials).rename(columns={"budget_unit": "unit"})
-    out: dict[tuple, list[int]] = {}
-    for key, g in tuned.groupby(GROUP, sort=True):
-        used = g.apply(lambda r: r[f"queries_{r['unit']}"], axis=1).astype(float)
-        full = float(g["budget"].astype(float).fillna(used).max())
-        out[key] = sorted({max(1, math.ceil(f * full - _EPS)) for f in fractions})
-    return out
+    return {key: list(levels) for key, levels in _group_levels(trials, fractions).items()}
 
 
 def in_group(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
@@ -121,21 +165,70 @@ def in_group(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
     return df[mask]
 
 
-def _values_at(cp: pd.DataFrame, budget: float) -> pd.DataFrame:
-    """Each trial's last checkpoint within ``budget`` queries (trials with none are absent)."""
-    return cp[cp["queries"] <= budget].groupby("trial_id", sort=False).tail(1)
+_LEVEL_COLUMNS = [*GROUP, "method", "black_box", "per_budget", "fraction", "level_fraction",
+                  "budget"]
+_SEED_COLUMNS = ["trial_id", "sample_id", "seed", "queries", "val_acc", "test_acc"]
 
 
-def _choose(at: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: mean/std over seeds, sorted best first by validation only."""
-    per = at.groupby("sample_id").agg(
-        n_seeds=("val_acc", "size"), val_mean=("val_acc", "mean"), val_std=("val_acc", "std"),
-        test_mean=("test_acc", "mean"), test_std=("test_acc", "std"),
-        queries=("queries", "mean")).reset_index()
-    # Ties go to the setting with more seeds behind its mean, then to the first id:
-    # deterministic, and test accuracy never breaks a tie.
-    return per.sort_values(["val_mean", "n_seeds", "sample_id"],
-                           ascending=[False, False, True]).reset_index(drop=True)
+def _counted_checkpoints(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """The tuned trials' checkpoints that count: a method's curve trials do not count
+    beside its per-budget ones (module docstring)."""
+    cp = checkpoint_table(tuned_trials(trials), curves)
+    has_per = cp.groupby([*GROUP, "method"])["per_budget"].transform("any").to_numpy(dtype=bool)
+    return cp[~has_per | cp["per_budget"].to_numpy(dtype=bool)]
+
+
+def _method_levels(cp: pd.DataFrame, trials: pd.DataFrame,
+                   fractions: Sequence[float]) -> pd.DataFrame:
+    """Every method's budget levels per group: ``_LEVEL_COLUMNS`` and ``run``, the trial
+    budget a level is read from (NaN: any trial of the method, off its curve)."""
+    levels_of = _group_levels(trials, fractions)
+    rows = []
+    for (*key, method), mcp in cp.groupby([*GROUP, "method"], sort=True):
+        levels = levels_of[tuple(key)]
+        top = max(levels)
+        base = dict(zip(GROUP, key), method=method, black_box=bool(mcp["black_box"].iloc[0]))
+        if not mcp["per_budget"].any():
+            rows += [dict(base, per_budget=False, fraction=level / top, level_fraction=nominal,
+                          budget=level, run=math.nan) for level, nominal in levels.items()]
+            continue
+        own = sorted({int(b) for b in mcp["trial_budget"]})
+        # Above its largest budget (another method's is larger) a method counts with the
+        # runs for its largest, as a curve method with a smaller budget does.
+        for level in own + ([top] if top > own[-1] else []):
+            rows.append(dict(base, per_budget=True, fraction=level / top,
+                             level_fraction=levels[level], budget=level,
+                             run=level if level in own else own[-1]))
+    return pd.DataFrame(rows, columns=[*_LEVEL_COLUMNS, "run"])
+
+
+def _at_levels(trials: pd.DataFrame, curves: pd.DataFrame,
+               fractions: Sequence[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every method's levels, each counted trial's last checkpoint within each level)."""
+    cp = _counted_checkpoints(trials, curves)
+    levels = _method_levels(cp, trials, fractions)
+    m = cp.drop(columns=["black_box", "per_budget"]).merge(levels, on=[*GROUP, "method"])
+    m = m[(m["queries"] <= m["budget"]) & (m["run"].isna() | (m["trial_budget"] == m["run"]))]
+    m = m.sort_values(["trial_id", "budget", "checkpoint"])
+    at = m.groupby(["trial_id", "budget"], sort=False).tail(1)
+    at = at.sort_values([*GROUP, "method", "budget", "trial_id"]).reset_index(drop=True)
+    return levels, at[[*_LEVEL_COLUMNS, *_SEED_COLUMNS]]
+
+
+def level_values(trials: pd.DataFrame, curves: pd.DataFrame,
+                 fractions: Sequence[float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
+    """Each usable trial's checkpoint at each budget level of its method (what
+    :func:`best_settings` chooses from; per seed, what the frontier's bands span).
+
+    At a level a trial counts with its last checkpoint within it; a method's
+    per-budget trials only at the level they were run for.
+
+    Returns:
+        One row per group, method, level and trial with a checkpoint within the
+        level: the columns of :func:`best_settings` up to ``budget``, then
+        ``trial_id``, ``sample_id``, ``seed``, ``queries``, ``val_acc``, ``test_acc``.
+    """
+    return _at_levels(trials, curves, fractions)[1]
 
 
 def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
@@ -149,7 +242,10 @@ def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
 
     Returns:
         One row per group (``dataset``, ``shots``, ``unit``), method and budget
-        level: ``method``, ``black_box``, ``fraction``, ``budget`` (the level),
+        level: ``method``, ``black_box``, ``per_budget`` (the levels are the
+        method's per-budget runs), ``fraction`` (the level over the group's
+        largest), ``level_fraction`` (nominally: the fraction asked for, for a
+        level read off the curves), ``budget`` (the level),
         ``sample_id`` of the setting with the highest mean validation accuracy
         over seeds at the level, ``n_seeds``, ``val_mean``, ``val_std``,
         ``test_mean``, ``test_std`` (std over seeds, ddof 1: NaN for one seed),
@@ -157,30 +253,29 @@ def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
         (settings compared) and ``params`` (the setting's hyperparameters).
         A method with no checkpoint within a level has NaN metrics there.
     """
-    cp = checkpoint_table(tuned_trials(trials), curves)
-    levels_of = budget_levels(trials, fractions)
-    rows = []
-    for key, group in cp.groupby(GROUP, sort=True):
-        levels = levels_of[key]
-        for method, mcp in group.groupby("method", sort=True):
-            black_box = bool(mcp["black_box"].iloc[0])
-            for level in levels:
-                ranked = _choose(_values_at(mcp, level))
-                row: dict[str, Any] = dict(zip(GROUP, key), method=method, black_box=black_box,
-                                           fraction=level / levels[-1], budget=level,
-                                           n_settings=len(ranked))
-                if len(ranked):
-                    best = ranked.iloc[0]
-                    row.update(best.to_dict(),
-                               params=_setting_params(trials, best["sample_id"]))
-                else:
-                    row.update(sample_id=None, n_seeds=0, params={})
-                rows.append(row)
-    cols = [*GROUP, "method", "black_box", "fraction", "budget", "sample_id", "n_seeds",
-            "val_mean", "val_std", "test_mean", "test_std", "queries", "n_settings", "params"]
-    out = pd.DataFrame(rows, columns=cols)
-    out["n_seeds"] = out["n_seeds"].astype(int)
-    return out
+    levels, at = _at_levels(trials, curves, fractions)
+    level_keys = [*GROUP, "method", "budget"]
+    per = at.groupby([*level_keys, "sample_id"], sort=False).agg(
+        n_seeds=("val_acc", "size"), val_mean=("val_acc", "mean"), val_std=("val_acc", "std"),
+        test_mean=("test_acc", "mean"), test_std=("test_acc", "std"),
+        queries=("queries", "mean")).reset_index()
+    # Ties go to the setting with more seeds behind its mean, then to the first id:
+    # deterministic, and test accuracy never breaks a tie.
+    per = per.sort_values([*level_keys, "val_mean", "n_seeds", "sample_id"],
+                          ascending=[True] * len(level_keys) + [False, False, True])
+    counts = per.groupby(level_keys).size().rename("n_settings").reset_index()
+    chosen = per.groupby(level_keys, sort=False).head(1)
+    out = levels.drop(columns="run").merge(chosen, on=level_keys, how="left").merge(
+        counts, on=level_keys, how="left")
+    params = {sid: _setting_params(trials, sid) for sid in out["sample_id"].dropna().unique()}
+    out["params"] = [params.get(sid, {}) if isinstance(sid, str) else {}
+                     for sid in out["sample_id"]]
+    out["sample_id"] = out["sample_id"].astype(object).where(out["sample_id"].notna(), None)
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    out["n_settings"] = out["n_settings"].fillna(0).astype(int)
+    cols = [*_LEVEL_COLUMNS, "sample_id", "n_seeds", "val_mean", "val_std", "test_mean",
+            "test_std", "queries", "n_settings", "params"]
+    return out[cols]
 
 
 def _full(best: pd.DataFrame) -> pd.DataFrame:
@@ -190,11 +285,17 @@ def _full(best: pd.DataFrame) -> pd.DataFrame:
 
 def best_curves(trials: pd.DataFrame, curves: pd.DataFrame,
                 best: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The checkpoints of every seed of each method's best setting at the full budget."""
+    """The checkpoints of every seed of each method's best setting at the full budget.
+
+    A setting run once per budget counts with its runs for its largest budget.
+    """
     best = best_settings(trials, curves) if best is None else best
-    cp = checkpoint_table(tuned_trials(trials), curves)
-    keys = _full(best)[[*GROUP, "method", "sample_id"]]
-    return cp.merge(keys, on=[*GROUP, "method", "sample_id"], how="inner")
+    cp = _counted_checkpoints(trials, curves)
+    keys = [*GROUP, "method", "sample_id"]
+    out = cp.merge(_full(best)[keys], on=keys, how="inner")
+    largest = out.groupby(keys)["trial_budget"].transform("max")
+    keep = ~out["per_budget"].to_numpy(dtype=bool) | (out["trial_budget"] == largest).to_numpy()
+    return out[keep].reset_index(drop=True)
 
 
 def curve_band(seed_curves: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Writing a sweep report: ``report.md`` and the figures, from a results folder."""
+"""Writing a sweep report: ``report.md``, the main tables' CSV and the figures, from a results folder."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from sweep.report.figures import write_figures
+from sweep.report.figure_data import write_csv
+from sweep.report.figures import method_styles, write_figures
+from sweep.report.frontier import frontier_table, plot_frontier
+from sweep.report.importance import param_importances, plot_importance, render_importance
+from sweep.report.main_table import main_table, render_main_tables, white_box_note
 from sweep.report.markdown import render_markdown
-from sweep.report.tables import best_settings, queries_to_target, usable_trials
+from sweep.report.tables import ZERO_SHOT, best_settings, queries_to_target, usable_trials
 from sweep.report.targets import render_targets, target_comparison
 from sweep.results import ResultsError, load_results
 from sweep.spec import TargetsSection
@@ -22,7 +26,11 @@ class ReportError(Exception):
 
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
                  target: float | None = None, targets: TargetsSection | None = None) -> Path:
-    """Write ``report.md`` and the figures of the sweep in ``sweep_dir``.
+    """Write ``report.md``, ``main_table.csv`` and the figures of the sweep in ``sweep_dir``.
+
+    The figures: accuracy versus queries, queries to target, sensitivity, the
+    budget frontier and (for groups with enough settings) hyperparameter
+    importance, each with a CSV of its numbers beside it.
 
     Args:
         sweep_dir: a sweep's results folder (``results/<sweep>``).
@@ -65,7 +73,22 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
     best = best_settings(trials, curves)
     qt = queries_to_target(trials, curves, target, best)
     figures = write_figures(trials, curves, best, qt, out)
-    text = render_markdown(sweep_dir, trials, best, qt, figures, target)
+    main = main_table(trials, best)
+    write_csv(main, out / "main_table.csv")
+    black_box = trials.groupby("method")["black_box"].first().astype(bool).to_dict()
+    styles = method_styles(sorted(black_box), black_box)
+    frontier = frontier_table(trials, curves, best)
+    if (frontier["method"] != ZERO_SHOT).any():
+        figures.append(("frontier.png", plot_frontier(frontier, styles, out / "frontier.png")))
+        write_csv(frontier, out / "frontier.png")
+    importances, groups = param_importances(trials, sweep_dir)
+    if len(importances):
+        figures.append(("importance.png",
+                        plot_importance(importances, styles, out / "importance.png")))
+        write_csv(importances, out / "importance.png")
+    sections = (render_main_tables(main) + white_box_note(trials)
+                + render_importance(importances, groups))
+    text = render_markdown(sweep_dir, trials, best, qt, figures, target, sections)
     if targets is not None:
         text += "\n" + render_targets(target_comparison(trials, curves, targets, best), targets)
     path = out / "report.md"
