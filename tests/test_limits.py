@@ -98,3 +98,17 @@ def test_a_limits_sweep_runs_cbbt_per_level_and_reads_bpt_vlm_off_one_curve(ray_
     assert record_settings(memory, _spec(tmp_path), trials, curves) == 2
     rebuilt = optuna.load_study(study_name="cbbt-digits-4shot", storage=memory)
     assert [t.value for t in rebuilt.trials] == pytest.approx([full_val])
+    # The report's frontier reads CBBT's level 25 from the run planned for 25, and
+    # BPT-VLM's off its one curve there.
+    from sweep.report import write_report
+
+    write_report(path)
+    frontier = pd.read_csv(path / "report" / "frontier.csv")
+    frontier = frontier[frontier["panel"] == "digits"].set_index(["method", "budget"])
+    short = cbbt.loc["cbbt-digits-4shot-000-s1-b25"]
+    assert frontier.loc[("cbbt", 25), "test_mean"] == pytest.approx(short["final_test_acc"])
+    assert short["final_test_acc"] != full[full["queries_candidate_evals"] == 25]["test_acc"].iloc[0]
+    assert frontier.loc[("cbbt", 50), "test_mean"] == pytest.approx(
+        cbbt.loc["cbbt-digits-4shot-000-s1", "final_test_acc"])
+    at_level = bpt_curve[bpt_curve["queries_candidate_evals"] == 20]["test_acc"].iloc[0]
+    assert frontier.loc[("bpt-vlm", 25), "test_mean"] == pytest.approx(at_level)

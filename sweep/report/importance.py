@@ -45,6 +45,7 @@ from sweep.report.tables import (
     plain_value,
     usable_trials,
 )
+from sweep.results import STUDY_FILE, study_storage
 from sweep.spec import DEFAULT_SPACES
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ __all__ = ["GROUP_COLUMNS", "IMPORTANCE_COLUMNS", "MIN_SETTINGS", "STORAGE_FILE"
 #: Completed settings a group needs before its importances are computed.
 MIN_SETTINGS = 8
 #: The sweep's stored Optuna studies, in its results folder.
-STORAGE_FILE = "optuna.db"
+STORAGE_FILE = STUDY_FILE
 STORED, REBUILT = "stored study (optuna.db)", "rebuilt from the trials table"
 GROUP_COLUMNS = ["group", "method", "dataset", "shots", "source", "n_settings", "computed", "note"]
 IMPORTANCE_COLUMNS = ["group", "method", "dataset", "shots", "source", "n_settings", "param",
@@ -153,7 +154,7 @@ def _stored_studies(sweep_dir: Path | None) -> tuple[str | None, set[str], str |
         return None, set(), None
     import optuna
 
-    url = f"sqlite:///{(Path(sweep_dir) / STORAGE_FILE).resolve()}"
+    url = study_storage(sweep_dir)
     try:
         return url, set(optuna.study.get_all_study_names(storage=url)), None
     except Exception as exc:  # noqa: BLE001 - an unreadable file is reported, not fatal
