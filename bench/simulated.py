@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from methods.base import Evaluation
+from sweep.errors import ModelError
 from sweep.oracle import PromptLayout, ServerBase, TaskKey
 from sweep.spec import ModelSpec
 from sweep.tuning.cost import SPLIT_SIZES, Architecture, Device
@@ -205,6 +206,9 @@ class SimulatedServer(ServerBase):
         count = self._sizes(key)[split] if images is None else images[1] - images[0]
         return self._serve((split, key, layout, features, images), key, layout, text, visual,
                            features, count, offset)
+
+    def gradient(self, *args, **kwargs):
+        raise ModelError("the simulated GPUs serve no gradients: leave white-box methods out")
 
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
         text = np.zeros((1, *self.info(key, layout)["text_shape"]), np.float32)

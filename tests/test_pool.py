@@ -207,3 +207,15 @@ def test_augmented_views_are_the_same_whichever_actors_serve_them(pool, local):
     np.testing.assert_allclose(a.image_features, b.image_features, atol=1e-5)
     plain = local.evaluate(text=text, visual=visual, subset=subset)
     assert np.abs(plain.losses - b.losses).max() > 1e-3  # the views are not the images
+
+
+def test_white_box_methods_get_true_gradients_through_the_pool(pool, local):
+    pooled = pool.oracle(KEY, LAYOUT)
+    glass = ClipOracle(local.model, local.task, LAYOUT, glass_box=True)
+    text, visual = _prompts(local, 2)
+    subset = np.arange(0, local.train_size, 2)
+    a = pooled.gradient(text=text, visual=visual, subset=subset)
+    b = glass.gradient(text=text, visual=visual, subset=subset)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    assert np.abs(a[1]).max() > 0 and pooled.used.images == 2 * len(subset)

@@ -208,7 +208,7 @@ def test_the_command_writes_the_main_table_frontier_and_importance(report):
     assert "| bbt | 61.0 ± 1.4 | 40.0 ± 1.4 | 50.5 | 1.75 |" in text
     assert "| zo | 50.0 ± 0.0 | – | – | – |" in text
     assert "| coop (white-box) | 90.0 ± 0.0 | 90.0 ± 0.0 | 90.0 | – |" in text
-    assert "come from runs on a local glass-box oracle" in text
+    assert "come from the sweep's own oracle pool" in text
     assert "| bbt-digits-16shot | rebuilt from the trials table | 9 | sigma0 " in text
     assert "Omitted, fewer than 8 completed settings: bbt-digits-inverted-16shot (1), " in text
     assert "Every study was rebuilt from the trials table" in text

@@ -57,7 +57,7 @@ import numpy as np
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec, Metered, QueryMeter
-from sweep.errors import ConfigError, ModelError, PromptTuningError
+from sweep.errors import ConfigError, PromptTuningError
 from sweep.keeper import ActorKeeper
 from sweep.oracle.requests import PromptLayout, TaskKey, check_subset, check_views, count_candidates
 from sweep.oracle.server import OracleServer, ServerBase
@@ -361,9 +361,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 class PooledOracle(Metered):
-    """A trial's view of the pool, with ClipOracle's interface and its own budget."""
+    """A trial's view of the pool, with ClipOracle's interface and its own budget.
 
-    glass_box = False
+    ``gradient`` serves white-box methods (``needs_gradient``: CoOp, an upper bound whose
+    rows say ``black_box`` false): the pool's actors hold local models, so they can.
+    """
+
+    glass_box = True
 
     def __init__(self, pool: OraclePool, key: TaskKey, layout: PromptLayout,
                  budget: BudgetSpec | None = None) -> None:
@@ -435,8 +439,16 @@ class PooledOracle(Metered):
         return self.pool.submit(self.pool.pick(self._next_slots()), "zero_shot", images, self.key,
                                 self.layout, split)
 
-    def gradient(self, *args, **kwargs):
-        raise ModelError("gradient() needs a glass-box oracle: a local ClipOracle, not the pool")
+    def gradient(self, text=None, visual=None, *, subset=None, views=None):
+        """ClipOracle.gradient through one actor (true gradients: for white-box methods only),
+        counted like ``evaluate``."""
+        subset = check_subset(subset, self.train_size)
+        images = self.train_size if subset is None else len(subset)
+        views = check_views(views, images)
+        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
+        self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
+        return self.pool.submit(self.pool.pick(self._next_slots()), "gradient", n * images,
+                                self.key, self.layout, _f32(text), _f32(visual), subset, views)
 
 
 def _f32(x):

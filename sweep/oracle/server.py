@@ -121,8 +121,9 @@ class OracleServer(ServerBase):
             if ds_key not in self._datasets:
                 self._datasets[ds_key] = load_dataset(key.dataset, key.data_root)
             task = few_shot(self._datasets[ds_key], key.shots, key.seed)
+            # Glass box: the actor's model is local, and ``gradient`` serves white-box methods.
             oracle = self._oracles[(key, layout)] = ClipOracle(self.model, task, layout, BudgetSpec(),
-                                                               images=self.images)
+                                                               images=self.images, glass_box=True)
         return oracle
 
     def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
@@ -163,6 +164,12 @@ class OracleServer(ServerBase):
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
         with self._compute:
             return self._build(key, layout).zero_shot(split)
+
+    def gradient(self, key: TaskKey, layout: PromptLayout, text, visual, subset, views=None):
+        """True gradients of the training loss (ClipOracle.gradient), never merged."""
+        with self._compute:
+            return self._build(key, layout).gradient(text=text, visual=visual, subset=subset,
+                                                     views=views)
 
     def memory(self) -> dict[str, int]:
         """Bytes this actor keeps on its device, per kind of entry, with the budget; images

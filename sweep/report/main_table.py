@@ -179,9 +179,11 @@ def white_box_note(trials: pd.DataFrame) -> list[str]:
     lines = [""]
     if ran:
         lines.append(f"White-box rows ({', '.join(ran)}: true gradients, an upper bound) come "
-                     "from runs on a local glass-box oracle, as `python -m sweep.compare` makes "
-                     "them: the oracle pool serves no gradients.")
+                     "from the sweep's own oracle pool, whose actors hold the model locally "
+                     "and serve white-box methods true gradients through autograd (a glass-box "
+                     "oracle, as `python -m sweep.compare` builds one); no black-box method "
+                     "is served a gradient.")
     if failed:
-        lines.append(f"{', '.join(failed)}: every trial failed; a white-box method needs a "
-                     "glass-box oracle (true gradients), which the oracle pool does not serve.")
+        lines.append(f"{', '.join(failed)}: every trial failed (see the trials table's "
+                     "`error`).")
     return lines

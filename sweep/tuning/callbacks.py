@@ -53,6 +53,7 @@ class ResultsCallback:
                     else [TrialOutcome(seed=s) for s in group.seeds])
         budget, model = group.budget, self.spec.model.label
         version = methods.REGISTRY.version(group.method)
+        black_box = methods.REGISTRY.entry(group.method).method_cls.black_box
         if not result.get("outcomes") and group.per_budget:  # no report: every run of it
             outcomes = [TrialOutcome(seed=s, budget=level) for s in group.seeds
                         for level in budget.levels]
@@ -66,7 +67,8 @@ class ResultsCallback:
                 trial_id=f"{sample_id}-s{out.seed}{level}", sweep=self.spec.name,
                 sample_id=sample_id, method=group.method, model=model, dataset=group.dataset,
                 shots=group.shots, seed=out.seed, budget_unit=budget.unit, budget=limit,
-                budget_run="per-budget" if group.per_budget else "curve", params=params,
+                budget_run="per-budget" if group.per_budget else "curve", black_box=black_box,
+                params=params,
                 estimator=params.get("estimator"), method_version=version,
                 config={"method": group.method, "method_version": version, "params": params,
                         "budget": limit, "unit": budget.unit, "dataset": group.dataset,

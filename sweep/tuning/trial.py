@@ -146,7 +146,7 @@ def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
         from sweep.oracle import ClipOracle, load_model
 
         task = few_shot(load_dataset(setting.dataset, setting.data_root), setting.shots, out.seed)
-        oracle = ClipOracle(load_model(ModelSpec()), task, layout, budget)
+        oracle = ClipOracle(load_model(ModelSpec()), task, layout, budget, glass_box=True)
     run = assemble(setting.method, config, oracle, out.seed, out.method)
     if out.loop is None:
         levels = () if setting.per_budget else setting.levels
