@@ -163,7 +163,8 @@ def test_zero_shot_accuracy_of_the_shipped_weights_is_the_recorded_one() -> None
 # --------------------------------------------------------------------------- shifted digits
 
 
-@pytest.mark.parametrize("name", ["digits-inverted", "digits-noise"])
+@pytest.mark.parametrize("name", ["digits-inverted", "digits-noise", "digits-mirror",
+                                  "digits-rotated", "digits-lowcontrast"])
 def test_shifted_digits_are_the_digits_task_with_fixed_new_pixels(name) -> None:
     import hashlib
     import subprocess

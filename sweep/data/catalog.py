@@ -1,8 +1,9 @@
 """The data sets a sweep can name: one table from name to loader, the only list of names.
 
 ``digits`` ships with the package (scikit-learn's handwritten digits, no
-root), and so do its image-side shifts ``digits-inverted`` and
-``digits-noise`` (``sweep.data.shifts``); ``folder`` reads a class-per-folder root; the 11 CoOp benchmarks read
+root), and so do its image-side shifts (``digits-inverted``, ``-noise``,
+``-mirror``, ``-rotated``, ``-lowcontrast``: ``sweep.data.shifts``);
+``folder`` reads a class-per-folder root; the 11 CoOp benchmarks read
 CoOp's layout under one data root. The specification checks names and data
 roots against this table, the driver's preflight reads what it lists, and
 the oracle actors load data sets through ``load_dataset``.
@@ -33,7 +34,7 @@ SPLIT_SIZES: dict[str, tuple[int, int, int | None, int]] = {
     "FGVCAircraft": (100, 3334, 3333, 3333), "SUN397": (397, 15_880, 3970, 19_850),
     "DTD": (47, 2820, 1128, 1692), "EuroSAT": (10, 13_500, 5400, 8100),
     "UCF101": (101, 7639, 1898, 3783), "digits": (10, 314, 137, 450),
-    "digits-inverted": (10, 314, 137, 450), "digits-noise": (10, 314, 137, 450),
+    **dict.fromkeys(SHIFTED_DIGITS, (10, 314, 137, 450)),
 }
 
 

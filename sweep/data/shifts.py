@@ -10,6 +10,13 @@ image transformed once, deterministically:
   0..255; each image's noise is drawn from a generator keyed by its index in
   scikit-learn's digits, so every process and every draw order gives the
   same pixels.
+* ``digits-mirror``: each image mirrored left to right.
+* ``digits-rotated``: each image turned a quarter turn anticlockwise.
+* ``digits-lowcontrast``: the pixels squeezed into 90..153 (90 + x / 4): the
+  digits grey on grey.
+
+The suite's tasks (``sweeps/embedded-suite.toml``) are those of these whose
+zero-shot, CoOp and untuned starts leave tuning room (the README's table).
 """
 
 from __future__ import annotations
@@ -40,8 +47,25 @@ def _noisy(image: np.ndarray, index: int) -> np.ndarray:
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
+def _mirrored(image: np.ndarray, index: int) -> np.ndarray:
+    del index
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def _rotated(image: np.ndarray, index: int) -> np.ndarray:
+    del index
+    return np.ascontiguousarray(np.rot90(image))
+
+
+def _low_contrast(image: np.ndarray, index: int) -> np.ndarray:
+    del index
+    return (90 + image // 4).astype(np.uint8)
+
+
 #: name -> the transform of one image (and its index in scikit-learn's digits).
-SHIFTED_DIGITS = {"digits-inverted": _inverted, "digits-noise": _noisy}
+SHIFTED_DIGITS = {"digits-inverted": _inverted, "digits-noise": _noisy,
+                  "digits-mirror": _mirrored, "digits-rotated": _rotated,
+                  "digits-lowcontrast": _low_contrast}
 
 
 @functools.lru_cache(maxsize=len(SHIFTED_DIGITS))
