@@ -112,3 +112,14 @@ def test_a_limits_sweep_runs_cbbt_per_level_and_reads_bpt_vlm_off_one_curve(ray_
         cbbt.loc["cbbt-digits-4shot-000-s1", "final_test_acc"])
     at_level = bpt_curve[bpt_curve["queries_candidate_evals"] == 20]["test_acc"].iloc[0]
     assert frontier.loc[("bpt-vlm", 25), "test_mean"] == pytest.approx(at_level)
+
+
+def test_a_method_can_run_at_shot_counts_of_its_own(tmp_path):
+    spec = parse_spec('name = "s"\n[data]\nshots = [16]\n[budget]\nlimit = 40\n[search]\n'
+                      'methods = ["bbt", "cbbt"]\n[methods.cbbt]\nshots = [1, 4, 16]\n', "s.toml")
+    assert spec.shots_for("bbt") == (16,) and spec.all_shots == (1, 4, 16)
+    groups = {(g.method, g.shots) for g in plan_sweep(spec, tmp_path / "r").groups}
+    assert groups == {("bbt", 16), ("cbbt", 1), ("cbbt", 4), ("cbbt", 16)}
+    with pytest.raises(ConfigError, match="methods.cbbt.shots"):
+        parse_spec('name = "s"\n[budget]\nlimit = 9\n[search]\nmethods = ["cbbt"]\n'
+                   '[methods.cbbt]\nshots = [3]\n', "s.toml")

@@ -366,11 +366,7 @@ class _Parser(BudgetParsing):
                 if not folder.is_dir():
                     self.fail("data.root", f"{name} needs the folder {folder}, which does not "
                                            "exist")
-        shots = self.array(table, "data", "shots", defaults.shots)
-        for item in shots:
-            self.check_int(item, "data.shots")
-            if item not in SHOTS:
-                self.fail("data.shots", f"{item} is not one of {', '.join(map(str, SHOTS))}")
+        shots = self.shots(table, "data", defaults.shots)
         seeds = self.array(table, "data", "seeds", defaults.seeds)
         for item in seeds:
             self.check_int(item, "data.seeds", low=0, high=_SEED_LIMIT - 1)
@@ -380,6 +376,14 @@ class _Parser(BudgetParsing):
             cache = raw if raw.startswith("~") else str(self.path(raw, "data.cache"))
         return DataSection(datasets=tuple(datasets), root=None if root is None else str(root),
                            shots=tuple(shots), seeds=tuple(seeds), cache=cache)
+
+    def shots(self, table: Mapping[str, Any], prefix: str, default: Any) -> list[int]:
+        shots = self.array(table, prefix, "shots", default)
+        for item in shots:
+            self.check_int(item, f"{prefix}.shots")
+            if item not in SHOTS:
+                self.fail(f"{prefix}.shots", f"{item} is not one of {', '.join(map(str, SHOTS))}")
+        return shots
 
     def search(self, data: Mapping[str, Any]) -> SearchSection:
         table = self.table(data, "", "search", _toml_keys(SearchSection))
@@ -451,6 +455,7 @@ class _Parser(BudgetParsing):
         params = self.any_table(table, prefix, "params")
         space = self.any_table(table, prefix, "space")
         samples = self.int_(table, prefix, "samples", None, low=1) if "samples" in table else None
+        shots = tuple(self.shots(table, prefix, None)) if "shots" in table else None
         method_budget = None
         if table.get("budget") == PUBLISHED:
             method_budget = BudgetSection(published=True, limit=0, checkpoints=budget.checkpoints)
@@ -464,4 +469,4 @@ class _Parser(BudgetParsing):
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
         return MethodSection(name=name, params=dict(params), space=search_space,
-                             samples=samples, budget=method_budget)
+                             samples=samples, budget=method_budget, shots=shots)

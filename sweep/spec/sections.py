@@ -229,6 +229,9 @@ class MethodSection:
     samples: int | None = None
     #: this method's budget, e.g. a published one in its own unit; None: the sweep's.
     budget: BudgetSection | None = None
+    #: this method's shot counts, replacing ``data.shots`` (e.g. a low-shot study of a
+    #: few methods); None: those.
+    shots: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,6 +306,17 @@ class SweepSpec:
         if dataset is None or shots is None:
             return section
         return section.resolve(method, dataset, shots, self.data.root)
+
+    def shots_for(self, method: str) -> tuple[int, ...]:
+        """The shot counts ``method`` runs at: its own, else ``data.shots``."""
+        own = self.method(method).shots
+        return self.data.shots if own is None else own
+
+    @property
+    def all_shots(self) -> tuple[int, ...]:
+        """Every shot count some method of the sweep runs at, in increasing order."""
+        return tuple(sorted({k for m in self.search.methods for k in self.shots_for(m)}
+                            | set(self.data.shots)))
 
     def samples_for(self, method: str) -> int:
         """Settings to draw for ``method``: 1 when its space samples nothing."""

@@ -162,8 +162,8 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 taken.setdefault(key, set()).add(sample_id)
                 plan.groups.append(group)
     for dataset in spec.data.datasets:
-        for shots in spec.data.shots:
-            for method in spec.search.methods:
+        for shots in spec.all_shots:
+            for method in (m for m in spec.search.methods if shots in spec.shots_for(m)):
                 key = (method, dataset, shots)
                 have = done.get(key, 0)
                 todo = spec.samples_for(method) - have
@@ -228,7 +228,7 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
     ok = (setting.method in spec.search.methods
           and setting.method_version == methods.REGISTRY.version(setting.method)
           and setting.dataset in spec.data.datasets
-          and setting.shots in spec.data.shots and setting.seeds == spec.data.seeds)
+          and setting.shots in spec.shots_for(setting.method) and setting.seeds == spec.data.seeds)
     if ok:
         budget = spec.budget_for(setting.method, setting.dataset, setting.shots)
         ok = (setting.budget == budget.to_budget_spec() and setting.checkpoints == budget.checkpoints

@@ -48,7 +48,7 @@ def check_inputs(spec: SweepSpec, progress: bool = True) -> None:
     pixels = PixelCache(spec.data.cache, loaded.pixels[0])
     for name in on_disk:
         dataset = load_dataset(name, spec.data.root)
-        for shots in spec.data.shots:
+        for shots in spec.all_shots:
             for seed in spec.data.seeds:
                 task = few_shot(dataset, shots, seed)
                 for split in (task.train, task.val):
