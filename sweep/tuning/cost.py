@@ -175,7 +175,8 @@ def group_cost(spec: SweepSpec, group: Group, arch: Architecture, device: Device
     limits = budget.levels if group.per_budget else (budget.limit,)
     asks = sum(limit // per_ask for limit in limits) if per_ask else 0
     trials = group.samples * len(group.seeds)
-    checkpoints = budget.checkpoints * len(limits) + (0 if group.per_budget else len(budget.levels))
+    checkpoints = budget.checkpoints * len(limits) + sum(
+        sum(level <= limit for level in budget.levels) for limit in limits)
     text = asks * n * arch.text_flops(config.n_text, classes)
     text += checkpoints * 2 * arch.text_flops(config.n_text, classes)
     if config.n_visual:

@@ -57,8 +57,8 @@ class TrialSetting:
     #: the method's version (``methods.MethodSpec.version``) the trial runs.
     method_version: int = 1
     #: the sweep's budget levels (``[budget] limits``, in queries, the last the budget's limit):
-    #: with ``per_budget``, each seed runs once per level, planned for it; else each level
-    #: gets a checkpoint of the one run. () for none.
+    #: with ``per_budget``, each seed runs once per level, planned for it; every run gets a
+    #: checkpoint at each level within its budget. () for none.
     levels: tuple[int, ...] = ()
     per_budget: bool = False
 
@@ -149,9 +149,10 @@ def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
         oracle = ClipOracle(load_model(ModelSpec()), task, layout, budget, glass_box=True)
     run = assemble(setting.method, config, oracle, out.seed, out.method)
     if out.loop is None:
-        levels = () if setting.per_budget else setting.levels
+        # A checkpoint at each level within the run's budget: a run planned for a larger
+        # level can be read there too, the two ways compared (``bench.suite``).
         out.method, out.loop = run.method, start_loop(run.method, run.objective,
-                                                      setting.checkpoints, levels)
+                                                      setting.checkpoints, setting.levels)
     else:
         run.objective.restore(out.objective_state)
     out.device = f"{oracle.device} ({oracle.precision})"
