@@ -125,8 +125,10 @@ def checkpoint_table(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     return cp[cols].sort_values(["trial_id", "checkpoint"]).reset_index(drop=True)
 
 
-def _group_levels(trials: pd.DataFrame, fractions: Sequence[float]) -> dict[tuple, dict[int, float]]:
-    """Per group: each budget level -> its nominal fraction of the group's budget.
+def _group_levels(trials: pd.DataFrame, fractions: Sequence[float],
+                  by: Sequence[str] = GROUP) -> dict[tuple, dict[int, float]]:
+    """Per group (``by``: or per group and method): each budget level -> its nominal
+    fraction of the group's budget.
 
     Levels read off the curves are ``fractions`` of the largest budget of the
     group's trials (a trial without a budget counts with the queries it used),
@@ -136,7 +138,7 @@ def _group_levels(trials: pd.DataFrame, fractions: Sequence[float]) -> dict[tupl
     tuned = tuned_trials(trials).rename(columns={"budget_unit": "unit"})
     per = per_budget_mask(tuned)
     out: dict[tuple, dict[int, float]] = {}
-    for key, idx in tuned.groupby(GROUP, sort=True).indices.items():
+    for key, idx in tuned.groupby(list(by), sort=True).indices.items():
         g = tuned.iloc[idx]
         used = g.apply(lambda r: r[f"queries_{r['unit']}"], axis=1).astype(float)
         full = float(g["budget"].astype(float).fillna(used).max())
@@ -181,11 +183,15 @@ def _counted_checkpoints(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataF
 def _method_levels(cp: pd.DataFrame, trials: pd.DataFrame,
                    fractions: Sequence[float]) -> pd.DataFrame:
     """Every method's budget levels per group: ``_LEVEL_COLUMNS`` and ``run``, the trial
-    budget a level is read from (NaN: any trial of the method, off its curve)."""
-    levels_of = _group_levels(trials, fractions)
+    budget a level is read from (NaN: any trial of the method, off its curve).
+
+    The levels are ``fractions`` of the method's own budget: methods of one group may
+    have budgets of their own (their published ones), and each is compared at the same
+    share of its own."""
+    levels_of = _group_levels(trials, fractions, by=[*GROUP, "method"])
     rows = []
     for (*key, method), mcp in cp.groupby([*GROUP, "method"], sort=True):
-        levels = levels_of[tuple(key)]
+        levels = levels_of[(*key, method)]
         top = max(levels)
         base = dict(zip(GROUP, key), method=method, black_box=bool(mcp["black_box"].iloc[0]))
         if not mcp["per_budget"].any():
