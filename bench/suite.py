@@ -2,6 +2,7 @@
 
     python -m sweep.launch sweeps/embedded-suite.toml     # the reference run
     python -m bench.suite results/embedded-suite          # this: criteria and tables
+    python -m bench.suite --probe digits digits-noise     # which tasks leave room
 
 Reads the run's tables (settings chosen on validation, ``sweep.report``'s
 ``best_settings``, test accuracy reported), scores each black-box method's
@@ -27,6 +28,8 @@ import pandas as pd
 from bench import common
 
 SHOTS = 16
+#: The suite's black-box methods, under their published names.
+BLACK_BOX = ("bpt-vlm", "bbt", "cbbt", "zip", "blackvip-tokens")
 #: The issue's thresholds, in points of test accuracy.
 ZERO_SHOT_MAX, COOP_MARGIN, START_MARGIN, GAIN, RISE = 70.0, 15.0, 10.0, 10.0, 5.0
 
@@ -57,6 +60,36 @@ def starts(tasks: list[str], names: list[str], seeds: list[int]) -> dict[str, di
                 accs.append(run.scorer.score(run.method, np.zeros(run.method.dim), "test"))
             out[task_name][name] = _pct(np.mean(accs))
     return out
+
+
+def probe(tasks: list[str], seed: int = 1) -> dict:
+    """Which tasks leave room, before any sweep: zero-shot, white-box CoOp at its default
+    budget and each black-box method's untuned start, on one seed (16 shots)."""
+    import torch
+
+    from sweep.data import few_shot, load_dataset
+    from sweep.oracle import load_model
+    from sweep.run import build_run, default_budget, run_once
+    from sweep.spec import ModelSpec
+
+    torch.set_num_threads(1)
+    model = load_model(ModelSpec())
+    out = {}
+    for name in tasks:
+        task = few_shot(load_dataset(name), SHOTS, seed)
+        row = {}
+        for method in (*BLACK_BOX, "coop"):
+            run = build_run(method, None, model, task, default_budget(method), seed)
+            row[f"{method} start"] = _pct(run.scorer.score(run.method, np.zeros(run.method.dim),
+                                                           "test"))
+        row["zero-shot"] = _pct(run.oracle.zero_shot("test").accuracies[0])
+        row["coop"] = _pct(run_once(run).checkpoints[-1].test_acc)
+        starts_ok = all(row[f"{m} start"] <= row["coop"] - START_MARGIN for m in BLACK_BOX)
+        row["room"] = bool(row["zero-shot"] <= ZERO_SHOT_MAX
+                           and row["coop"] >= row["zero-shot"] + COOP_MARGIN and starts_ok)
+        out[name] = row
+        print(name, row, file=sys.stderr)
+    return {"machine": common.machine(), "seed": seed, "shots": SHOTS, "tasks": out}
 
 
 def _rows(best: pd.DataFrame, dataset: str, fraction: float) -> pd.DataFrame:
@@ -179,7 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, nargs="?", default=Path("results/embedded-suite"))
     parser.add_argument("--no-starts", action="store_true",
                         help="skip scoring the methods' untuned starts (no model is loaded)")
+    parser.add_argument("--probe", nargs="+", metavar="TASK", default=None,
+                        help="instead: zero-shot, CoOp and every start on these tasks, one seed "
+                             "(bench/results/suite-probe.json)")
     args = parser.parse_args(argv)
+    if args.probe:
+        found = probe(args.probe)
+        common.write("suite-probe", found)
+        for name, row in found["tasks"].items():
+            print(f"| `{name}` | " + " | ".join(f"{v}" for v in row.values()) + " |")
+        return 0
     report = measure(args.results, with_starts=not args.no_starts)
     path = common.write("suite", report)
     print(render(report))
