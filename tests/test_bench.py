@@ -73,3 +73,20 @@ def test_the_simulated_gpus_answer_like_an_oracle_and_charge_the_cost_model():
     assert seconds[1] - FORWARD_S == pytest.approx(2 * (seconds[0] - FORWARD_S), rel=1e-6)
     assert seconds[2] - FORWARD_S == pytest.approx(2 * (seconds[0] - FORWARD_S), rel=0.05)
     assert server.busy_s > 0 and server.requests == 0  # served directly, not through serve()
+
+
+def test_the_suites_criteria_are_read_off_a_results_table(tmp_path):
+    from bench.suite import measure
+    from test_report_main import write_suite
+
+    report = measure(write_suite(tmp_path), with_starts=False)
+    digits, inverted = report["tasks"]["digits"], report["tasks"]["digits-inverted"]
+    assert (digits["zero_shot"], digits["coop"]) == (30.0, 90.0)
+    assert digits["methods"]["cbbt"]["test"] == 70.0 and digits["two_best"] == ["cbbt", "bbt"]
+    # 70 against 61 +- 1.4 over 2 seeds: more than twice the standard error (1.0) apart
+    assert digits["criteria"]["two_best_differ_by_2_se"]
+    assert not inverted["criteria"]["two_best_differ_by_2_se"]  # bbt and cbbt tie at 40
+    assert digits["criteria"]["zero_shot_at_most_70"] and digits["criteria"]["coop_15_above_zero_shot"]
+    assert not digits["criteria"]["winner_rises_5_from_an_eighth"]  # flat curves
+    assert report["suite_criteria"]["ranking_changes_between_tasks"]
+    assert not digits["criteria"]["every_start_10_below_coop"]  # no starts were scored
