@@ -146,7 +146,9 @@ def measure(results: Path, with_starts: bool = True) -> dict:
                        else None, "start": start.get(task, {}).get(m)}
                    for m, r in bb.iterrows()}
         coop = _pct(full.loc["coop", "test_mean"]) if "coop" in full.index else math.nan
-        zero = _pct(zs.loc[(task, SHOTS), "test_mean"])
+        zero = _pct(zs.loc[(task, SHOTS), "test_mean"]) if (task, SHOTS) in zs.index else math.nan
+        if len(methods) < 2:  # an unfinished run
+            continue
         by_val = sorted(methods, key=lambda m: -methods[m]["val"])
         by_test = sorted(methods, key=lambda m: -methods[m]["test"])
         rankings[task] = by_test
