@@ -67,7 +67,8 @@ def test_default_spec_parses():
     assert spec.source == EMBEDDED_SOURCE
     assert spec.name == "default"
     assert spec.model.name == "promptsweep-tiny" and spec.model.pretrained is None
-    assert spec.data.datasets == ("digits",) and spec.data.shots == (16,)
+    assert spec.data.datasets == ("digits-inverted", "digits-lowcontrast")
+    assert spec.data.shots == (16,)
     assert spec.data.seeds == (1, 2)
     assert spec.search.methods == ("bpt-vlm", "cbbt", "bbt")
     assert spec.budget.checkpoints >= 8
