@@ -144,7 +144,12 @@ def _group_levels(trials: pd.DataFrame, fractions: Sequence[float],
         full = float(g["budget"].astype(float).fillna(used).max())
         levels = {max(1, math.ceil(f * full - _EPS)): float(f) for f in sorted(fractions)}
         for budget in g.loc[per[idx], "budget"]:
-            levels.setdefault(int(budget), int(budget) / full)
+            # A level of ``[budget] limits`` is a rounded share of its budget (2,409 of
+            # 9,638 for 1/4): nominally the fraction it stands for, where one is that near.
+            share = int(budget) / full
+            near = min(fractions, key=lambda f: abs(f - share))
+            levels.setdefault(int(budget), float(near) if abs(near - share) <= 0.01 * near
+                              else share)
         out[key] = dict(sorted(levels.items()))
     return out
 
