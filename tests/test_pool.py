@@ -66,8 +66,9 @@ def test_pool_interface_matches_the_local_oracle(pool, local):
     np.testing.assert_array_equal(pooled.initial_text(), local.initial_text())
     for name, value in local.model_stats().items():
         np.testing.assert_allclose(pooled.model_stats()[name], value, rtol=1e-6)
-    with pytest.raises(ModelError, match="glass-box"):
+    with pytest.raises(ModelError, match="visual prompts are required"):  # checked here
         pooled.gradient(text=local.initial_text()[None])
+    assert pooled.used.candidate_evals == 0
 
 
 def test_budget_is_checked_before_dispatch(pool, local):

@@ -256,7 +256,7 @@ class SweepSpec:
         >>> from sweep.spec import load_spec
         >>> spec = load_spec(None)
         >>> spec.name, spec.search.methods, spec.budget.limit
-        ('default', ('bpt-vlm', 'cbbt', 'bbt'), 1000)
+        ('default', ('bpt-vlm', 'cbbt', 'bbt'), 600)
         >>> spec.budget_for("cbbt").unit, spec.method("cbbt").params
         ('candidate_evals', {'q': 16})
     """
