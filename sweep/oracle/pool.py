@@ -403,15 +403,21 @@ class PooledOracle(Metered):
     def model_stats(self) -> dict[str, object]:
         return dict(self._info["model_stats"])
 
-    def evaluate(self, text=None, visual=None, *, features: bool = False, subset=None,
-                 views=None) -> Evaluation:
-        """Counted like ClipOracle.evaluate: checked and charged once, before dispatch. The
-        views travel with the request: every actor serving a piece scores the same ones."""
+    def _charge(self, text, visual, subset, views):
+        """Check a training request and count it (BudgetExceededError: nothing counted);
+        returns its subset, views, candidates and images."""
         subset = check_subset(subset, self.train_size)
         images = self.train_size if subset is None else len(subset)
         views = check_views(views, images)
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
         self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
+        return subset, views, n, images
+
+    def evaluate(self, text=None, visual=None, *, features: bool = False, subset=None,
+                 views=None) -> Evaluation:
+        """Counted like ClipOracle.evaluate: checked and charged once, before dispatch. The
+        views travel with the request: every actor serving a piece scores the same ones."""
+        subset, views, n, images = self._charge(text, visual, subset, views)
         tail = (features, subset) if views is None else (features, subset, views)
         return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
                                         tail, n, images, features, self._next_slots())
@@ -442,11 +448,7 @@ class PooledOracle(Metered):
     def gradient(self, text=None, visual=None, *, subset=None, views=None):
         """ClipOracle.gradient through one actor (true gradients: for white-box methods only),
         counted like ``evaluate``."""
-        subset = check_subset(subset, self.train_size)
-        images = self.train_size if subset is None else len(subset)
-        views = check_views(views, images)
-        n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
-        self.meter.charge(self.meter.cost(n, None if subset is None else len(subset)))
+        subset, views, n, images = self._charge(text, visual, subset, views)
         return self.pool.submit(self.pool.pick(self._next_slots()), "gradient", n * images,
                                 self.key, self.layout, _f32(text), _f32(visual), subset, views)
 

@@ -51,13 +51,11 @@ from sweep.spec import DEFAULT_SPACES
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["GROUP_COLUMNS", "IMPORTANCE_COLUMNS", "MIN_SETTINGS", "STORAGE_FILE",
-           "param_importances", "plot_importance", "render_importance", "study_from_trials"]
+__all__ = ["GROUP_COLUMNS", "IMPORTANCE_COLUMNS", "MIN_SETTINGS", "param_importances", "plot_importance", "render_importance", "study_from_trials"]
 
 #: Completed settings a group needs before its importances are computed.
 MIN_SETTINGS = 8
-#: The sweep's stored Optuna studies, in its results folder.
-STORAGE_FILE = STUDY_FILE
+#: Where a group's study came from: the sweep's stored studies, or the trials table.
 STORED, REBUILT = "stored study (optuna.db)", "rebuilt from the trials table"
 GROUP_COLUMNS = ["group", "method", "dataset", "shots", "source", "n_settings", "computed", "note"]
 IMPORTANCE_COLUMNS = ["group", "method", "dataset", "shots", "source", "n_settings", "param",
@@ -150,7 +148,7 @@ def _accuracy(trial: optuna.trial.FrozenTrial) -> float:
 
 def _stored_studies(sweep_dir: Path | None) -> tuple[str | None, set[str], str | None]:
     """(storage URL, its study names, a problem reading it) of ``sweep_dir``'s stored studies."""
-    if sweep_dir is None or not (Path(sweep_dir) / STORAGE_FILE).is_file():
+    if sweep_dir is None or not (Path(sweep_dir) / STUDY_FILE).is_file():
         return None, set(), None
     import optuna
 
@@ -158,7 +156,7 @@ def _stored_studies(sweep_dir: Path | None) -> tuple[str | None, set[str], str |
     try:
         return url, set(optuna.study.get_all_study_names(storage=url)), None
     except Exception as exc:  # noqa: BLE001 - an unreadable file is reported, not fatal
-        return None, set(), f"{STORAGE_FILE} does not read ({type(exc).__name__}: {exc})"
+        return None, set(), f"{STUDY_FILE} does not read ({type(exc).__name__}: {exc})"
 
 
 def param_importances(trials: pd.DataFrame, sweep_dir: Path | str | None = None
@@ -246,12 +244,12 @@ def render_importance(importances: pd.DataFrame, groups: pd.DataFrame) -> list[s
                                               for r in other.itertuples()) + "."]
     rebuilt = groups.loc[groups["source"] == REBUILT, "group"].tolist()
     if not rebuilt:
-        lines += ["", f"Every study was read from `{STORAGE_FILE}`."]
+        lines += ["", f"Every study was read from `{STUDY_FILE}`."]
     elif len(rebuilt) == len(groups):
         lines += ["", f"Every study was rebuilt from the trials table (no study of the group in "
-                  f"`{STORAGE_FILE}`, or no such file: older results)."]
+                  f"`{STUDY_FILE}`, or no such file: older results)."]
     else:
-        lines += ["", f"Studies were read from `{STORAGE_FILE}`, except those rebuilt from the "
+        lines += ["", f"Studies were read from `{STUDY_FILE}`, except those rebuilt from the "
                   f"trials table: {', '.join(rebuilt)}."]
     return lines
 
