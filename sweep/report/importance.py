@@ -51,7 +51,8 @@ from sweep.spec import DEFAULT_SPACES
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["GROUP_COLUMNS", "IMPORTANCE_COLUMNS", "MIN_SETTINGS", "param_importances", "plot_importance", "render_importance", "study_from_trials"]
+__all__ = ["GROUP_COLUMNS", "IMPORTANCE_COLUMNS", "MIN_SETTINGS", "param_importances",
+           "plot_importance", "render_importance", "study_from_trials"]
 
 #: Completed settings a group needs before its importances are computed.
 MIN_SETTINGS = 8
