@@ -22,7 +22,8 @@ utilisation (device time over GPUs x makespan), queueing delays and merged
 batch sizes from the actors (``results/<name>/actors.json``), and this
 machine's CPU load and the trial workers' memory, sampled every second; and
 the same before and after the last trial started (the tail, when slots go
-idle), with utilisation in 10-second steps.
+idle), with utilisation in 10-second steps; and each method's trials: how many, how
+long, when the last started and ended.
 """
 
 from __future__ import annotations
@@ -219,7 +220,14 @@ def _phases(actors: list[dict], trials, samples: list[dict], gpus: int) -> dict:
         load = [x["cpu_busy"] for x in samples if a <= x["t"] < b]
         return sum(load) / len(load) if load else None
 
-    return {"tail_starts_at_s": tail - t0, "tail_s": t1 - tail,
+    by_method = {}
+    for method, rows in trials.groupby("method"):
+        started = [ts.timestamp() - t0 for ts in rows["started_at"]]
+        by_method[method] = {"trials": len(rows), "wall_s_mean": float(rows["wall_s"].mean()),
+                             "wall_s_max": float(rows["wall_s"].max()),
+                             "started_last_at_s": max(started),
+                             "ended_last_at_s": max(s + w for s, w in zip(started, rows["wall_s"]))}
+    return {"tail_starts_at_s": tail - t0, "tail_s": t1 - tail, "trials_by_method": by_method,
             "utilisation_before_tail": utilisation(t0, tail), "utilisation_in_tail": utilisation(tail, t1),
             "cpu_busy_before_tail": cpu(t0, tail), "cpu_busy_in_tail": cpu(tail, t1),
             "utilisation_by_10s": [round(utilisation(t, t + 10), 3) for t in range(t0, t1, 10)]}
@@ -257,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true",
                         help="the recorded runs (8 and 32 GPUs, A10G and H100) to bench/results")
     parser.add_argument("--out", help="result file (default bench/results/cluster.json)")
+    parser.add_argument("--results", help="keep each run's results folder here (default: a "
+                        "temporary folder, removed)")
     args = parser.parse_args(argv)
     if args.gpus < 1 or args.time_scale <= 0 or args.budget_factor < 1 or args.trials_per_gpu < 1:
         parser.error("--gpus, --budget-factor and --trials-per-gpu must be >= 1 and --time-scale > 0")
@@ -264,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                                           args.trials_per_gpu),)
     rows = []
     with tempfile.TemporaryDirectory(prefix="promptsweep-cluster-") as tmp:
+        tmp = args.results or tmp
         for gpus, device, scale, per_gpu in runs:
             print(f"simulating {gpus} x {device} ...", file=sys.stderr, flush=True)
             rows.append(simulate(Path(args.spec), gpus, device, scale, args.budget_factor,

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from ray import cloudpickle
 
+from bench import simulated
+from bench.simulated import simulated_server
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec
 from sweep.errors import DataError
@@ -22,7 +24,7 @@ from sweep.oracle import ClipOracle, OraclePool, OracleServer, PoolError, Prompt
 from sweep.run import NonFiniteLossError, rank_nonfinite_worst
 from sweep.spec import parse_spec
 from sweep.spec import ModelSpec
-from sweep.tuning import TrialSetting, run_setting
+from sweep.tuning import DEVICES, TrialSetting, run_setting
 
 
 def test_nonfinite_losses_rank_worst_of_their_request():
@@ -213,14 +215,23 @@ def test_a_trial_whose_seeds_all_fail_to_start_still_reports():
 DOOMED_SEED = 2
 
 
-class DyingServer(OracleServer):
+class _Dies:
     """Kills its own process (as the out-of-memory killer would) on every training request
-    of the digits task drawn with DOOMED_SEED; serves everything else."""
+    of a task drawn with DOOMED_SEED; serves everything else."""
 
     def evaluate(self, key: TaskKey, *args, **kwargs):
-        if key.dataset == "digits" and key.seed == DOOMED_SEED:
+        if key.seed == DOOMED_SEED:
             os._exit(1)
         return super().evaluate(key, *args, **kwargs)
+
+
+class DyingServer(_Dies, OracleServer):
+    """An oracle actor of the embedded model that dies as ``_Dies`` says."""
+
+
+# The sweep below uses simulated GPUs (no model: an actor restarts in about a second, not
+# the several a model's load takes), arithmetic not slept.
+DyingSimulated = type("DyingSimulated", (_Dies, simulated_server(DEVICES["a10g"], 0.0)), {})
 
 
 def _dying_pool(retries: int) -> OraclePool:
@@ -269,11 +280,15 @@ def test_a_trial_whose_actor_keeps_dying_is_a_failed_row_and_the_sweep_goes_on(
         ray_session, tmp_path, monkeypatch):
     from sweep import tuning
 
-    monkeypatch.setattr("sweep.tuning.driver.OraclePool",
-                        lambda spec, actors, **kw: _dying_pool(retries=1))
+    cloudpickle.register_pickle_by_value(simulated)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr("sweep.tuning.driver.OraclePool", lambda spec, actors, **kw: OraclePool(
+        spec, 1, **{**kw, "max_restarts": 1, "max_task_retries": 1}))
     spec = parse_spec(f"""
         name = "dying"
         [data]
+        datasets = ["Caltech101"]
+        root = "/nonexistent"
         shots = [4]
         seeds = [1, {DOOMED_SEED}]
         [budget]
@@ -282,17 +297,17 @@ def test_a_trial_whose_actor_keeps_dying_is_a_failed_row_and_the_sweep_goes_on(
         methods = ["bbt", "zero-shot"]
         [methods.bbt]
         params = {{ popsize = 5, intrinsic_dim_text = 20 }}
-        """, "dying.toml")
-    path = tuning.run_sweep(spec, results_root=tmp_path, progress=False)
+        """, "dying.toml", check_paths=False)
+    path = tuning.run_sweep(spec, results_root=tmp_path, progress=False, server=DyingSimulated)
     trials = pd.read_parquet(path / "trials").set_index("trial_id")
-    doomed = trials.loc[f"bbt-digits-4shot-000-s{DOOMED_SEED}"]
+    doomed = trials.loc[f"bbt-Caltech101-4shot-000-s{DOOMED_SEED}"]
     assert doomed["status"] == "failed"
     assert doomed["error"].startswith("PoolError: oracle actor 0 died serving this request and "
                                       "is gone for good (max_restarts=1)")
     # The other seed of the same trial goes on with the fresh actor; the later
     # zero-shot trial is served by it too.
-    assert trials.loc["bbt-digits-4shot-000-s1", "status"] == "completed"
-    assert trials.loc["bbt-digits-4shot-000-s1", "queries_candidate_evals"] == 40
+    assert trials.loc["bbt-Caltech101-4shot-000-s1", "status"] == "completed"
+    assert trials.loc["bbt-Caltech101-4shot-000-s1", "queries_candidate_evals"] == 40
     zero_shot = trials[trials["method"] == "zero-shot"]
     assert len(zero_shot) == 2 and (zero_shot["status"] == "completed").all()
 

@@ -20,16 +20,19 @@ import pandas as pd
 import pytest
 from ray import cloudpickle
 
-from sweep.oracle import OracleServer
+from bench import simulated
+from bench.simulated import simulated_server
 from sweep.results import ResultsError
 from sweep.spec import parse_spec
-from sweep.tuning import run_sweep
+from sweep.tuning import DEVICES, run_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SPEC = """
 name = "ckpt"
 [data]
+datasets = ["Caltech101"]
+root = "/nonexistent"
 shots = [4]
 seeds = [1]
 [budget]
@@ -44,8 +47,9 @@ params = { popsize = 5, intrinsic_dim_text = 20 }
 CURVE = ["checkpoint", "queries_candidate_evals", "train_loss", "val_acc", "test_acc"]
 
 
-class SlowServer(OracleServer):
-    """An oracle actor that takes 0.1 s more a training request: time to stop a trial in."""
+class SlowServer(simulated_server(DEVICES["a10g"], 0.0)):
+    """A simulated GPU (no model to load: each sweep starts in seconds less) whose training
+    requests take 0.1 s: time to stop a trial in."""
 
     def evaluate(self, *args, **kwargs):
         time.sleep(0.1)
@@ -54,8 +58,9 @@ class SlowServer(OracleServer):
 
 def _sweep(root: Path, resume: bool = False) -> Path:
     # Ray's workers cannot import this test module: send the class itself.
+    cloudpickle.register_pickle_by_value(simulated)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    return run_sweep(parse_spec(SPEC, "ckpt.toml"), results_root=root, resume=resume,
+    return run_sweep(parse_spec(SPEC, "ckpt.toml", check_paths=False), results_root=root, resume=resume,
                      progress=False, server=SlowServer)
 
 
@@ -127,7 +132,7 @@ def test_a_stopped_sweep_resumes_its_trial_from_the_checkpoint(never_stopped, tm
         _sweep(tmp_path)
     folder = tmp_path / "ckpt"
     assert not list((folder / "trials").glob("*.parquet"))  # no partial rows
-    assert [p.name for p in (folder / "checkpoints").glob("*.pkl")] == ["bbt-digits-4shot-000.pkl"]
+    assert [p.name for p in (folder / "checkpoints").glob("*.pkl")] == ["bbt-Caltech101-4shot-000.pkl"]
     monkeypatch.setattr(ResultsCallback, "on_trial_result", seen)
     with pytest.raises(Exception, match="--resume"):
         _sweep(tmp_path)
@@ -138,7 +143,8 @@ def test_a_launch_whose_actors_never_start_fails_with_one_line(ray_session, tmp_
     from sweep.launch import main
 
     spec = tmp_path / "gpus.toml"
-    spec.write_text(SPEC.replace('name = "ckpt"', 'name = "gpus"') + """
+    spec.write_text(SPEC.replace('name = "ckpt"', 'name = "gpus"').replace(
+        'datasets = ["Caltech101"]\nroot = "/nonexistent"\n', "") + """
 [resources]
 gpus_per_actor = 1
 placement_timeout_s = 3
