@@ -222,11 +222,11 @@ def _phases(actors: list[dict], trials, samples: list[dict], gpus: int) -> dict:
 
     by_method = {}
     for method, rows in trials.groupby("method"):
-        started = [ts.timestamp() - t0 for ts in rows["started_at"]]
+        started = rows["started_at"].map(lambda ts: ts.timestamp() - t0)
         by_method[method] = {"trials": len(rows), "wall_s_mean": float(rows["wall_s"].mean()),
                              "wall_s_max": float(rows["wall_s"].max()),
-                             "started_last_at_s": max(started),
-                             "ended_last_at_s": max(s + w for s, w in zip(started, rows["wall_s"]))}
+                             "started_last_at_s": float(started.max()),
+                             "ended_last_at_s": float((started + rows["wall_s"]).max())}
     return {"tail_starts_at_s": tail - t0, "tail_s": t1 - tail, "trials_by_method": by_method,
             "utilisation_before_tail": utilisation(t0, tail), "utilisation_in_tail": utilisation(tail, t1),
             "cpu_busy_before_tail": cpu(t0, tail), "cpu_busy_in_tail": cpu(tail, t1),

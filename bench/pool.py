@@ -15,12 +15,16 @@ one actor and on a local oracle in this process, both with one thread; the
 difference per request is what the pool costs. Figures go to
 ``bench/results/pool.json``.
 
-``--merge``: 8 concurrent clients (threads of this process, each with its own
-oracle of one task, as concurrent trials of one group have) send requests to
-one actor of the embedded model, first with merging off, then on
-(``merge_wait_ms``): small text-only requests of 1-4 candidates (the regime
-of a GPU, where dispatch outweighs compute), and populations of 30. Figures
-go to ``bench/results/merge.json``.
+``--merge``: 8 concurrent clients (Ray actors, a process each as trials are,
+each with its own oracle of one task, as concurrent trials of one group have)
+send requests to one actor of the embedded model, first with merging off,
+then on (``merge_wait_ms``): small text-only requests of 1-4 candidates (the
+regime of a GPU, where dispatch outweighs compute), and populations of 30.
+Once with the actor's arithmetic on this CPU, where compute grows with the
+candidates; then with it simulated (``bench.simulated``: the cost model's
+time for the embedded model on an A10G- and an H100-class GPU, slept, on a
+task of 10 classes as the digits have): the GPU regime, with Ray's dispatch
+real. Figures go to ``bench/results/merge.json``.
 """
 
 from __future__ import annotations
@@ -120,17 +124,26 @@ class MergeClient:
         return t0, time.time()
 
 
-def merged_throughput(wait_ms: float, sizes: list[int]) -> dict:
+def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = None) -> dict:
     """Requests per second of MERGE_CLIENTS client processes sending requests of ``sizes``
-    candidates to one actor."""
+    candidates to one actor: of the embedded model on this CPU, or (``device``) a simulated
+    GPU of that kind (``bench.simulated``) holding it."""
     import ray
 
-    from sweep.oracle import OraclePool, PromptLayout, TaskKey
+    from sweep.oracle import OracleServer, OraclePool, PromptLayout, TaskKey
     from sweep.spec import ModelSpec
 
-    pool = OraclePool(ModelSpec(), 1, threads_per_actor=1, merge_wait_s=wait_ms / 1000)
+    if device is None:
+        server, key = OracleServer, TaskKey("digits", None, 16, 1)
+    else:  # the simulator knows CoOp's data sets: EuroSAT has the digits' 10 classes
+        from bench import simulated
+        from sweep.tuning import DEVICES
+
+        server, key = simulated.simulated_server(DEVICES[device]), TaskKey("EuroSAT", None, 16, 1)
+    pool = OraclePool(ModelSpec(), 1, threads_per_actor=1, merge_wait_s=wait_ms / 1000,
+                      server=server)
     try:
-        key, layout = TaskKey("digits", None, 16, 1), PromptLayout(n_text=8)
+        layout = PromptLayout(n_text=8)
         client = ray.remote(num_cpus=0)(MergeClient)
         clients = [client.remote(pool, key, layout) for _ in range(MERGE_CLIENTS)]
         before = ray.get(pool.actors[0].memory.remote())["forwards"]
@@ -143,30 +156,42 @@ def merged_throughput(wait_ms: float, sizes: list[int]) -> dict:
         pool.shutdown()
     requests = MERGE_CLIENTS * MERGE_REQUESTS
     return {"merge_wait_ms": wait_ms, "candidates_per_request": sizes, "requests": requests,
+            "arithmetic": "this CPU" if device is None else f"simulated {device}",
             "requests_per_s": requests / seconds,
             "candidates_per_s": requests * statistics.mean(sizes) / seconds,
             "forwards": forwards, "requests_per_forward": requests / forwards}
 
 
+#: Where the actor's arithmetic runs: this CPU, then simulated GPUs of these kinds.
+MERGE_ARITHMETIC = (None, "a10g", "h100")
+
+
 def merge(out: str | None) -> int:
     from ray import cloudpickle
 
+    from bench import simulated
     from sweep.tuning import start_ray
 
     start_ray()
-    # The clients' processes cannot import bench/ (not installed): send the class itself.
+    # The clients' and actors' processes cannot import bench/ (not installed): send the
+    # classes themselves.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    rows = []
-    for sizes in ([1, 2, 3, 4], [POP]):
-        for wait in (0.0, MERGE_WAIT_MS):
-            print(f"{MERGE_CLIENTS} clients, {sizes} candidates, merge_wait_ms {wait} ...",
-                  file=sys.stderr, flush=True)
-            rows.append(merged_throughput(wait, sizes))
-            print(f"  {rows[-1]['requests_per_s']:.0f} requests/s, "
-                  f"{rows[-1]['requests_per_forward']:.1f} requests a forward", file=sys.stderr)
-    small_off, small_on, pop_off, pop_on = rows
-    summary = {"small_requests_merged_vs_not": small_on["requests_per_s"] / small_off["requests_per_s"],
-               "population_30_merged_vs_not": pop_on["requests_per_s"] / pop_off["requests_per_s"]}
+    cloudpickle.register_pickle_by_value(simulated)
+    rows, summary = [], {}
+    for device in MERGE_ARITHMETIC:
+        where = "this CPU" if device is None else f"simulated {device}"
+        for sizes in ([1, 2, 3, 4], [POP]):
+            pair = []
+            for wait in (0.0, MERGE_WAIT_MS):
+                print(f"{where}: {MERGE_CLIENTS} clients, {sizes} candidates, merge_wait_ms "
+                      f"{wait} ...", file=sys.stderr, flush=True)
+                pair.append(merged_throughput(wait, sizes, device))
+                print(f"  {pair[-1]['requests_per_s']:.0f} requests/s, "
+                      f"{pair[-1]['requests_per_forward']:.1f} requests a forward", file=sys.stderr)
+            rows.extend(pair)
+            kind = "small_requests" if len(sizes) > 1 else f"population_{POP}"
+            summary[f"{kind}_merged_vs_not" + ("" if device is None else f"_simulated_{device}")] = \
+                pair[1]["requests_per_s"] / pair[0]["requests_per_s"]
     print(summary, file=sys.stderr)
     common.write("merge", {"machine": common.machine(), "clients": MERGE_CLIENTS,
                            "model": "promptsweep-tiny", "summary": summary, "runs": rows},

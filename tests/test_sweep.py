@@ -222,6 +222,7 @@ def test_asha_stops_poor_settings_on_the_query_axis(ray_session, tmp_path):
     assert len(bbt) == 6 and set(bbt["status"]) <= {"completed", "stopped"}
     assert (bbt["status"] == "completed").any()  # the best setting runs to the budget
     assert (bbt["queries_candidate_evals"] <= 160).all()
+    assert (bbt["wall_s"] > 0).all()  # a stopped trial's time too: until the driver heard of it
     curves = pd.read_parquet(path / "curves")
     counts = curves[curves["method"] == "bbt"].groupby("trial_id")["checkpoint"].count()
     stopped = bbt.loc[bbt["status"] == "stopped", "trial_id"]

@@ -244,8 +244,11 @@ class TrialRecord:
         if status == "failed":
             return cls.from_failure(outcome.error or trial_error or "trial failed",
                                     queries=queries, checkpoints=checkpoints, **identity)
+        wall_s = outcome.wall_s
+        if wall_s is None and status == "stopped" and isinstance(outcome.started_at, float):
+            wall_s = max(0.0, time.time() - outcome.started_at)  # stopped now, by the scheduler
         return cls(status=status, queries=queries, checkpoints=checkpoints,
-                   stop_reasons=outcome.stop_reasons, wall_s=outcome.wall_s, **identity)
+                   stop_reasons=outcome.stop_reasons, wall_s=wall_s, **identity)
 
     @classmethod
     def from_failure(cls, error: BaseException | str, *, queries: QueryCounts = QueryCounts(),
