@@ -123,6 +123,13 @@ class MergeClient:
             self.oracle.evaluate(text=text)
         return t0, time.time()
 
+    def run_empty(self) -> tuple[float, float]:
+        """As many requests that do nothing (``pid``), through the same pool: dispatch alone."""
+        t0 = time.time()
+        for _ in range(MERGE_REQUESTS):
+            self.oracle.pool.submit(0, "pid", 0)
+        return t0, time.time()
+
 
 def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = None) -> dict:
     """Requests per second of MERGE_CLIENTS client processes sending requests of ``sizes``
@@ -150,6 +157,8 @@ def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = Non
         spans = ray.get([c.run.remote(sizes, i) for i, c in enumerate(clients)])
         seconds = max(end for _, end in spans) - min(start for start, _ in spans)
         forwards = ray.get(pool.actors[0].memory.remote())["forwards"] - before
+        empty = ray.get([c.run_empty.remote() for c in clients])
+        empty_s = max(end for _, end in empty) - min(start for start, _ in empty)
         for c in clients:
             ray.kill(c)
     finally:
@@ -158,6 +167,8 @@ def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = Non
     return {"merge_wait_ms": wait_ms, "candidates_per_request": sizes, "requests": requests,
             "arithmetic": "this CPU" if device is None else f"simulated {device}",
             "requests_per_s": requests / seconds,
+            # the same clients' requests that do nothing: what Ray's dispatch alone allows here
+            "empty_requests_per_s": requests / empty_s,
             "candidates_per_s": requests * statistics.mean(sizes) / seconds,
             "forwards": forwards, "requests_per_forward": requests / forwards}
 

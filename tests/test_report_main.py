@@ -263,6 +263,16 @@ def test_per_budget_trials_give_their_own_levels(limits):
     assert set(table.loc[np.isclose(table["level_fraction"], .125), "method"]) == {"cbbt"}
 
 
+def test_sensitivity_shows_per_budget_settings_at_their_full_budget_only(limits):
+    from sweep.report.figure_data import sensitivity_data
+
+    trials, _ = limits
+    trials = trials.assign(param_sigma0=trials["sample_id"].map({"A": .1, "B": .2, "C": .3}))
+    data = sensitivity_data(trials, ("digits", 16, "candidate_evals"))
+    bbt = data[data["method"] == "bbt"]
+    assert sorted(bbt["trial_id"].unique()) == ["A-b1000-s1", "B-b1000-s1"]
+
+
 def test_without_the_column_or_with_nulls_trials_are_read_off_their_curves(limits):
     trials, curves = limits
     absent = best_settings(trials.drop(columns="budget_run"), curves)

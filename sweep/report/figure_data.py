@@ -18,6 +18,7 @@ from sweep.report.tables import (
     ZERO_SHOT,
     best_curves,
     curve_band,
+    full_budget_runs,
     in_group,
     swept_params,
     zero_shot_summary,
@@ -75,7 +76,7 @@ def queries_to_target_data(qt: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame
 def sensitivity_data(trials: pd.DataFrame, key: tuple) -> pd.DataFrame:
     """``sensitivity*.png`` of the group ``key``: per swept parameter, each trial of a method
     that varies it: its value and final validation accuracy (hollow when ``stopped``)."""
-    group = trials[(trials["status"] != "failed") & (trials["method"] != ZERO_SHOT)]
+    group = full_budget_runs(trials[(trials["status"] != "failed") & (trials["method"] != ZERO_SHOT)])
     group = in_group(group.rename(columns={"budget_unit": "unit"}), key)
     parts = []
     for name in swept_params(group):

@@ -46,6 +46,7 @@ from sweep.report.tables import (  # noqa: E402
     ZERO_SHOT,
     best_curves,
     curve_band,
+    full_budget_runs,
     in_group,
     swept_params,
     zero_shot_summary,
@@ -334,7 +335,7 @@ def plot_sensitivity(trials: pd.DataFrame, key: tuple, styles: dict[str, dict],
     Returns:
         The caption, or None (and no file) when no hyperparameter took several values.
     """
-    group = trials[(trials["status"] != "failed") & (trials["method"] != ZERO_SHOT)]
+    group = full_budget_runs(trials[(trials["status"] != "failed") & (trials["method"] != ZERO_SHOT)])
     group = in_group(group.rename(columns={"budget_unit": "unit"}), key)
     params = swept_params(group)
     if not params:

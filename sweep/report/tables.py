@@ -36,7 +36,7 @@ from sweep.budget import UNITS
 __all__ = [
     "DEFAULT_FRACTIONS", "GROUP", "PER_BUDGET", "TARGET_FRACTION", "UNIT_LABELS", "ZERO_SHOT",
     "best_curves", "best_settings", "budget_levels", "checkpoint_table", "curve_band",
-    "default_targets", "in_group", "level_values", "param_column_names", "per_budget_mask",
+    "default_targets", "full_budget_runs", "in_group", "level_values", "param_column_names", "per_budget_mask",
     "plain_value", "queries_to_target", "swept_params", "target_summary", "tuned_trials",
     "usable_trials", "zero_shot_summary",
 ]
@@ -79,6 +79,16 @@ def per_budget_mask(trials: pd.DataFrame) -> np.ndarray:
         return np.zeros(len(trials), dtype=bool)
     return ((trials["budget_run"] == PER_BUDGET).to_numpy(dtype=bool)
             & trials["budget"].notna().to_numpy(dtype=bool))
+
+
+def full_budget_runs(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials at their method's full budget: per-budget runs of a smaller level left out, so
+    that a figure over settings (sensitivity) never mixes budgets."""
+    per = per_budget_mask(trials)
+    if not per.any():
+        return trials
+    top = trials.groupby(["method", "dataset", "shots", "budget_unit"])["budget"].transform("max")
+    return trials[~per | (trials["budget"] == top).to_numpy(dtype=bool)]
 
 
 def param_column_names(trials: pd.DataFrame) -> list[str]:
