@@ -165,7 +165,7 @@ def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = Non
         pool.shutdown()
     requests = MERGE_CLIENTS * MERGE_REQUESTS
     return {"merge_wait_ms": wait_ms, "candidates_per_request": sizes, "requests": requests,
-            "arithmetic": "this CPU" if device is None else f"simulated {device}",
+            "arithmetic": _arithmetic(device),
             "requests_per_s": requests / seconds,
             # the same clients' requests that do nothing: what Ray's dispatch alone allows here
             "empty_requests_per_s": requests / empty_s,
@@ -175,6 +175,10 @@ def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = Non
 
 #: Where the actor's arithmetic runs: this CPU, then simulated GPUs of these kinds.
 MERGE_ARITHMETIC = (None, "a10g", "h100")
+
+
+def _arithmetic(device: str | None) -> str:
+    return "this CPU" if device is None else f"simulated {device}"
 
 
 def merge(out: str | None) -> int:
@@ -190,7 +194,7 @@ def merge(out: str | None) -> int:
     cloudpickle.register_pickle_by_value(simulated)
     rows, summary = [], {}
     for device in MERGE_ARITHMETIC:
-        where = "this CPU" if device is None else f"simulated {device}"
+        where = _arithmetic(device)
         for sizes in ([1, 2, 3, 4], [POP]):
             pair = []
             for wait in (0.0, MERGE_WAIT_MS):

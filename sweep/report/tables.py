@@ -36,9 +36,9 @@ from sweep.budget import UNITS
 __all__ = [
     "DEFAULT_FRACTIONS", "GROUP", "PER_BUDGET", "TARGET_FRACTION", "UNIT_LABELS", "ZERO_SHOT",
     "best_curves", "best_settings", "budget_levels", "checkpoint_table", "curve_band",
-    "default_targets", "full_budget_runs", "in_group", "level_values", "param_column_names", "per_budget_mask",
-    "plain_value", "queries_to_target", "swept_params", "target_summary", "tuned_trials",
-    "usable_trials", "zero_shot_summary",
+    "default_targets", "full_budget_runs", "in_group", "level_values", "param_column_names",
+    "per_budget_mask", "plain_value", "queries_to_target", "swept_params", "target_summary",
+    "tuned_trials", "usable_trials", "zero_shot_summary",
 ]
 
 #: Budget levels of the tables, as fractions of the group's budget: the checkpoints are
