@@ -18,18 +18,22 @@ difference per request is what the pool costs. Figures go to
 ``--merge``: 8 concurrent clients (Ray actors, a process each as trials are,
 each with its own oracle of one task, as concurrent trials of one group have)
 send requests to one actor of the embedded model, first with merging off,
-then on (``merge_wait_ms``): small text-only requests of 1-4 candidates (the
-regime of a GPU, where dispatch outweighs compute), and populations of 30.
-Once with the actor's arithmetic on this CPU, where compute grows with the
-candidates; then with it simulated (``bench.simulated``: the cost model's
-time for the embedded model on an A10G- and an H100-class GPU, slept, on a
-task of 10 classes as the digits have): the GPU regime, with Ray's dispatch
-real. Figures go to ``bench/results/merge.json``.
+then on (``merge_wait_ms`` 1 and 5): small text-only requests of 1-4
+candidates (the regime of a GPU, where dispatch outweighs compute), and
+populations of 30. Once with the actor's arithmetic on this CPU, where compute
+grows with the candidates; then with it simulated (``bench.simulated``: the
+cost model's time for the embedded model on an A10G- and an H100-class GPU,
+slept, on a task of 10 classes as the digits have): the GPU regime, with Ray's
+dispatch real. Then all of it again with 8 threads of one process calling an
+actor's body directly, as Ray's threads in an actor do: the actor's queueing
+and merging without Ray's dispatch, which caps the first runs on this
+machine's 2 cores. Figures go to ``bench/results/merge.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -103,7 +107,9 @@ def dispatch_overhead(key, layout, pop: int, requests: int = 60) -> dict:
             "max_loss_difference": float(np.max(np.abs(np.subtract(local_losses, pooled_losses))))}
 
 
-MERGE_CLIENTS, MERGE_REQUESTS, MERGE_WAIT_MS = 8, 150, 5.0
+MERGE_CLIENTS, MERGE_REQUESTS = 8, 150
+#: Merging's bounded waits measured (ms), beside merging off (0).
+MERGE_WAITS_MS = (0.0, 1.0, 5.0)
 
 
 class MergeClient:
@@ -131,22 +137,29 @@ class MergeClient:
         return t0, time.time()
 
 
-def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = None) -> dict:
-    """Requests per second of MERGE_CLIENTS client processes sending requests of ``sizes``
-    candidates to one actor: of the embedded model on this CPU, or (``device``) a simulated
-    GPU of that kind (``bench.simulated``) holding it."""
-    import ray
-
-    from sweep.oracle import OracleServer, OraclePool, PromptLayout, TaskKey
-    from sweep.spec import ModelSpec
+def _server_and_task(device: str | None):
+    """The actor's class and the clients' task: the embedded model on this CPU, or (``device``)
+    a simulated GPU of that kind (``bench.simulated``) holding it."""
+    from sweep.oracle import OracleServer, TaskKey
 
     if device is None:
-        server, key = OracleServer, TaskKey("digits", None, 16, 1)
-    else:  # the simulator knows CoOp's data sets: EuroSAT has the digits' 10 classes
-        from bench import simulated
-        from sweep.tuning import DEVICES
+        return OracleServer, TaskKey("digits", None, 16, 1)
+    # the simulator knows CoOp's data sets: EuroSAT has the digits' 10 classes
+    from bench import simulated
+    from sweep.tuning import DEVICES
 
-        server, key = simulated.simulated_server(DEVICES[device]), TaskKey("EuroSAT", None, 16, 1)
+    return simulated.simulated_server(DEVICES[device]), TaskKey("EuroSAT", None, 16, 1)
+
+
+def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = None) -> dict:
+    """Requests per second of MERGE_CLIENTS client processes sending requests of ``sizes``
+    candidates to one actor (``_server_and_task``)."""
+    import ray
+
+    from sweep.oracle import OraclePool, PromptLayout
+    from sweep.spec import ModelSpec
+
+    server, key = _server_and_task(device)
     pool = OraclePool(ModelSpec(), 1, threads_per_actor=1, merge_wait_s=wait_ms / 1000,
                       server=server)
     try:
@@ -173,6 +186,43 @@ def merged_throughput(wait_ms: float, sizes: list[int], device: str | None = Non
             "forwards": forwards, "requests_per_forward": requests / forwards}
 
 
+def in_actor_throughput(wait_ms: float, sizes: list[int], device: str | None = None) -> dict:
+    """The same requests as ``merged_throughput``'s, sent by MERGE_CLIENTS threads of this
+    process straight to an actor's body (``serve``, as Ray's threads in an actor call it): the
+    actor's queueing and merging without Ray's dispatch, which on this machine is the limit."""
+    import threading
+
+    from sweep.oracle import PromptLayout
+    from sweep.spec import ModelSpec
+
+    server_class, key = _server_and_task(device)
+    server = server_class(ModelSpec(), "cpu", 1, merge_wait_s=wait_ms / 1000)
+    layout = PromptLayout(n_text=8)
+    width = server.serve("info", 0, key, layout)[0]["text_shape"][-1]
+    server.serve("evaluate", 1, key, layout, _prompts(width, 1, 0), None, False, None)  # caches
+    batches = [[_prompts(width, sizes[(c + r) % len(sizes)], 1000 * c + r)
+                for r in range(MERGE_REQUESTS)] for c in range(MERGE_CLIENTS)]
+    before = server.memory()["forwards"]
+
+    def client(texts: list[np.ndarray]) -> None:
+        for text in texts:
+            server.serve("evaluate", len(text), key, layout, text, None, False, None)
+
+    threads = [threading.Thread(target=client, args=(texts,)) for texts in batches]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    forwards = server.memory()["forwards"] - before
+    requests = MERGE_CLIENTS * MERGE_REQUESTS
+    return {"merge_wait_ms": wait_ms, "candidates_per_request": sizes, "requests": requests,
+            "arithmetic": _arithmetic(device), "through": "threads of the actor's process",
+            "requests_per_s": requests / seconds, "forwards": forwards,
+            "requests_per_forward": requests / forwards}
+
+
 #: Where the actor's arithmetic runs: this CPU, then simulated GPUs of these kinds.
 MERGE_ARITHMETIC = (None, "a10g", "h100")
 
@@ -193,21 +243,25 @@ def merge(out: str | None) -> int:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cloudpickle.register_pickle_by_value(simulated)
     rows, summary = [], {}
-    for device in MERGE_ARITHMETIC:
-        where = _arithmetic(device)
-        for sizes in ([1, 2, 3, 4], [POP]):
-            pair = []
-            for wait in (0.0, MERGE_WAIT_MS):
-                print(f"{where}: {MERGE_CLIENTS} clients, {sizes} candidates, merge_wait_ms "
-                      f"{wait} ...", file=sys.stderr, flush=True)
-                pair.append(merged_throughput(wait, sizes, device))
-                print(f"  {pair[-1]['requests_per_s']:.0f} requests/s, "
-                      f"{pair[-1]['requests_per_forward']:.1f} requests a forward", file=sys.stderr)
-            rows.extend(pair)
-            kind = "small_requests" if len(sizes) > 1 else f"population_{POP}"
-            summary[f"{kind}_merged_vs_not" + ("" if device is None else f"_simulated_{device}")] = \
-                pair[1]["requests_per_s"] / pair[0]["requests_per_s"]
-    print(summary, file=sys.stderr)
+    for through, measure in (("ray", merged_throughput), ("in_actor", in_actor_throughput)):
+        for device in MERGE_ARITHMETIC:
+            where = _arithmetic(device)
+            for sizes in ([1, 2, 3, 4], [POP]):
+                runs = []
+                for wait in MERGE_WAITS_MS:
+                    print(f"{through}, {where}: {MERGE_CLIENTS} clients, {sizes} candidates, "
+                          f"merge_wait_ms {wait} ...", file=sys.stderr, flush=True)
+                    runs.append(measure(wait, sizes, device))
+                    print(f"  {runs[-1]['requests_per_s']:.0f} requests/s, "
+                          f"{runs[-1]['requests_per_forward']:.1f} requests a forward",
+                          file=sys.stderr)
+                rows.extend(runs)
+                kind = "small_requests" if len(sizes) > 1 else f"population_{POP}"
+                name = f"{through}_{kind}" + ("" if device is None else f"_simulated_{device}")
+                for run in runs[1:]:  # merged over not, per wait
+                    summary[f"{name}_merged_{run['merge_wait_ms']:g}ms_vs_not"] = \
+                        run["requests_per_s"] / runs[0]["requests_per_s"]
+    print(json.dumps(summary, indent=1), file=sys.stderr)
     common.write("merge", {"machine": common.machine(), "clients": MERGE_CLIENTS,
                            "model": "promptsweep-tiny", "summary": summary, "runs": rows},
                  None if out is None else Path(out))

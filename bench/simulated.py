@@ -160,11 +160,11 @@ class SimulatedServer(ServerBase):
     def _serve(self, merge: tuple, key: TaskKey, layout: PromptLayout, text, visual,
                features: bool, images: int, offset: float, augmented: bool = False) -> Evaluation:
         def forward(t, v) -> Evaluation:  # under the device lock: the merged batch
-            self._run(key, layout, images, self.merger.running, augmented)
+            self._run(key, layout, images, self.device_queue.running, augmented)
             return self._answer(key, layout, t, v, features, images, offset)
 
         rows = len(text if text is not None else visual)
-        return self.merger.run(merge, text, visual, rows, forward)
+        return self.device_queue.run(merge, text, visual, rows, forward)
 
     # ---------------------------------------------------------------- the oracle's interface
     def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
@@ -216,7 +216,8 @@ class SimulatedServer(ServerBase):
 
     def memory(self) -> dict[str, Any]:
         """What the simulator measures: device time (unscaled), its span, requests and forwards."""
+        queue = self.device_queue
         return {"busy_s": self.busy_s, "unmerged_s": self.unmerged_s, "first": self.first,
-                "last": self.last, "requests": self.requests, "evaluations": self.merger.requests,
-                "forwards": self.merger.batches,
+                "last": self.last, "requests": self.requests, "evaluations": queue.requests,
+                "forwards": queue.batches,
                 "busy_by_second": {str(k): v for k, v in sorted(self.busy_by_second.items())}}

@@ -50,8 +50,13 @@ def _fingerprint(tiny_vit, name: str, params: dict) -> dict:
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_without_augmentation_and_epoch_batches_a_run_is_as_before(tiny_vit, name):
-    golden = json.loads(GOLDEN.read_text())
-    assert _fingerprint(tiny_vit, name, OLD_WAY) == golden[name]
+    golden = json.loads(GOLDEN.read_text())[name]
+    got = _fingerprint(tiny_vit, name, OLD_WAY)
+    # To float rounding, not bit for bit: the recording machine's CPU may take other SIMD
+    # paths (the first loss of a run differs in the 7th digit between an Intel and an AMD core).
+    assert len(got["losses"]) == len(golden["losses"])
+    np.testing.assert_allclose(got["losses"], golden["losses"], rtol=1e-5, atol=1e-6)
+    assert got["final_val_acc"] == pytest.approx(golden["final_val_acc"], abs=1e-6)
 
 
 def test_views_are_randomresizedcrop_boxes_and_flips_drawn_from_the_seed():

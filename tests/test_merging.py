@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sweep.oracle import OracleServer, PromptLayout, ServerBase, TaskKey
-from sweep.oracle.merging import FifoLock
+from methods.base import Evaluation
+from sweep.oracle.merging import DeviceQueue
 from sweep.spec import ModelSpec
 
 KEY = TaskKey("digits", None, 4, 1)
@@ -95,17 +96,48 @@ def test_an_actor_reports_the_work_still_outstanding_with_each_reply():
     assert held == [("held", 0)] and server.requests == 2
 
 
+def _busy(queue: DeviceQueue, release: threading.Event) -> threading.Thread:
+    """A thread whose call holds the device until ``release``; returned once it runs."""
+    running = threading.Event()
+    busy = threading.Thread(target=queue.call, args=(lambda: (running.set(), release.wait(10)),))
+    busy.start()
+    running.wait(10)
+    return busy
+
+
 def test_requests_queue_for_the_device_in_arrival_order():
-    lock, order = FifoLock(), []
-    lock.__enter__()  # the device is busy: every thread below waits
+    queue, order, release = DeviceQueue(0.0, 256), [], threading.Event()
+    busy = _busy(queue, release)  # the device is busy: every request below waits
     threads = []
     for i in range(6):
-        threads.append(threading.Thread(target=lambda i=i: (lock.__enter__(), order.append(i),
-                                                            lock.__exit__())))
+        threads.append(threading.Thread(target=queue.call, args=(lambda i=i: order.append(i),)))
         threads[-1].start()
-        while lock._next < i + 2:  # thread i holds its ticket before the next one starts
+        while queue.waiting < i + 1:  # request i waits in line before the next one comes
             threading.Event().wait(0.005)
-    lock.__exit__()
-    for t in threads:
+    release.set()
+    for t in (busy, *threads):
         t.join()
     assert order == list(range(6))
+
+
+def test_a_batch_does_not_wait_to_merge_while_other_work_is_queued():
+    """The bounded wait idles the device only when nothing else is queued."""
+    queue, release, ran = DeviceQueue(30.0, 256), threading.Event(), []
+
+    def evaluate(text, visual):
+        ran.append(len(text))
+        return Evaluation(losses=np.zeros(len(text)))
+
+    busy = _busy(queue, release)
+    one = threading.Thread(target=queue.run, args=("a", np.zeros((2, 1)), None, 2, evaluate))
+    one.start()
+    while queue.waiting < 1:
+        threading.Event().wait(0.005)
+    other = threading.Thread(target=queue.call, args=(lambda: ran.append("other"),))
+    other.start()
+    while queue.waiting < 2:
+        threading.Event().wait(0.005)
+    release.set()
+    for t in (busy, one, other):
+        t.join(timeout=5)  # a 30 s wait for partners would leave them running
+    assert ran == [2, "other"] and queue.batches == 1

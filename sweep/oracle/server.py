@@ -1,7 +1,7 @@
 """The oracle actors' side of the pool: what runs in each actor (``sweep.oracle.pool`` sends it work).
 
 ``ServerBase`` is what every actor does whatever computes: it takes requests
-while one runs, runs them one at a time in arrival order or merged
+while one runs, runs them on its one device thread in arrival order or merged
 (``sweep.oracle.merging``), and tells each caller the work it still has
 outstanding. ``OracleServer`` computes with a CLIP: one model, an oracle per
 (task, layout), no budget (the trials count). torch and open_clip are imported
@@ -18,7 +18,7 @@ import numpy as np
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec
-from sweep.oracle.merging import FifoLock, Merger
+from sweep.oracle.merging import DeviceQueue
 from sweep.oracle.requests import PromptLayout, TaskKey
 from sweep.spec import ModelSpec
 
@@ -27,7 +27,7 @@ __all__ = ["OracleServer", "ServerBase"]
 
 class ServerBase:
     """What every oracle actor does, whatever computes: it takes requests while one runs,
-    runs them one at a time in arrival order or merged, and tells each caller the work
+    runs them on one device thread in arrival order or merged, and tells each caller the work
     it still has outstanding.
 
     Args:
@@ -37,9 +37,8 @@ class ServerBase:
     """
 
     def __init__(self, merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
-        # Whatever touches the model or the caches holds this lock: one computation at a time.
-        self._compute = FifoLock()
-        self.merger = Merger(merge_wait_s, merge_candidates, self._compute)
+        # Whatever touches the model or the caches runs on its thread: one computation at a time.
+        self.device_queue = DeviceQueue(merge_wait_s, merge_candidates)
         self.requests = 0  # requests served: where the pool sends its work
         self._pending = 0  # work (candidates x images) taken and not finished
         self._counts = threading.Lock()
@@ -63,7 +62,8 @@ class ServerBase:
     def queueing(self) -> dict[str, float]:
         """Of the latest requests: queueing delays (s, arrival to their forward's start, merging's
         wait included), and requests a forward."""
-        delays, sizes = np.array(self.merger.delays), np.array(self.merger.sizes)
+        delays = np.array(self.device_queue.delays)
+        sizes = np.array(self.device_queue.sizes)
         if not len(delays):
             return {"queued_requests": 0}
         return {"queued_requests": len(delays), "delay_mean_s": float(delays.mean()),
@@ -107,8 +107,11 @@ class OracleServer(ServerBase):
         self._oracles: dict[tuple[TaskKey, PromptLayout], Any] = {}  # ClipOracle
 
     def _oracle(self, key: TaskKey, layout: PromptLayout):
-        with self._compute:
-            return self._build(key, layout)
+        # Built ones without the device: a request must not queue for it twice.
+        oracle = self._oracles.get((key, layout))
+        if oracle is not None:
+            return oracle
+        return self.device_queue.call(lambda: self._build(key, layout))
 
     def _build(self, key: TaskKey, layout: PromptLayout):
         """The ClipOracle of ``key`` and ``layout``, built on first use."""
@@ -127,8 +130,7 @@ class OracleServer(ServerBase):
         return oracle
 
     def info(self, key: TaskKey, layout: PromptLayout) -> dict[str, Any]:
-        with self._compute:
-            return self._info(self._build(key, layout))
+        return self.device_queue.call(lambda: self._info(self._build(key, layout)))
 
     def _info(self, oracle) -> dict[str, Any]:
         return {
@@ -151,33 +153,31 @@ class OracleServer(ServerBase):
         # Requests merge only when they score the same images: the same mini-batch and views.
         merge = ("train", key, layout, features, None if subset is None else subset.tobytes(),
                  None if views is None else views.tobytes())
-        return self.merger.run(merge, text, visual, _rows(text, visual), lambda t, v: oracle.evaluate(
-            text=t, visual=v, features=features, subset=subset, views=views))
+        return self.device_queue.run(merge, text, visual, _rows(text, visual), lambda t, v: (
+            oracle.evaluate(text=t, visual=v, features=features, subset=subset, views=views)))
 
     def evaluate_split(self, key: TaskKey, layout: PromptLayout, split: str, text, visual,
                        features: bool, images: tuple[int, int] | None = None) -> Evaluation:
         oracle = self._oracle(key, layout)
-        return self.merger.run((split, key, layout, features, images), text, visual,
-                               _rows(text, visual), lambda t, v: oracle.evaluate_split(
-                                   split, text=t, visual=v, features=features, images=images))
+        return self.device_queue.run((split, key, layout, features, images), text, visual,
+                                     _rows(text, visual), lambda t, v: oracle.evaluate_split(
+                                         split, text=t, visual=v, features=features, images=images))
 
     def zero_shot(self, key: TaskKey, layout: PromptLayout, split: str) -> Evaluation:
-        with self._compute:
-            return self._build(key, layout).zero_shot(split)
+        return self.device_queue.call(lambda: self._build(key, layout).zero_shot(split))
 
     def gradient(self, key: TaskKey, layout: PromptLayout, text, visual, subset, views=None):
         """True gradients of the training loss (ClipOracle.gradient), never merged."""
-        with self._compute:
-            return self._build(key, layout).gradient(text=text, visual=visual, subset=subset,
-                                                     views=views)
+        return self.device_queue.call(lambda: self._build(key, layout).gradient(
+            text=text, visual=visual, subset=subset, views=views))
 
     def memory(self) -> dict[str, int]:
         """Bytes this actor keeps on its device, per kind of entry, with the budget; images
         decoded here; requests served, and the forwards they took (fewer when merged)."""
-        with self._compute:
-            return {**self.images.cache.held(), "images_decoded": self.images.pixels.decoded,
-                    "requests": self.requests, "evaluations": self.merger.requests,
-                    "forwards": self.merger.batches}
+        queue = self.device_queue
+        return queue.call(lambda: {
+            **self.images.cache.held(), "images_decoded": self.images.pixels.decoded,
+            "requests": self.requests, "evaluations": queue.requests, "forwards": queue.batches})
 
 
 def _rows(text, visual) -> int:
