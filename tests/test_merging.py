@@ -141,3 +141,22 @@ def test_a_batch_does_not_wait_to_merge_while_other_work_is_queued():
     for t in (busy, one, other):
         t.join(timeout=5)  # a 30 s wait for partners would leave them running
     assert ran == [2, "other"] and queue.batches == 1
+
+
+def test_higher_priorities_go_first_and_equal_ones_in_arrival_order():
+    queue, order, release = DeviceQueue(0.0, 256), [], threading.Event()
+    busy = _busy(queue, release)
+    threads = []
+    for i, priority in enumerate((0, 5, 0, 5, 9)):
+        def call(i=i, priority=priority):
+            with queue.priority(priority):
+                queue.call(lambda: order.append(i))
+
+        threads.append(threading.Thread(target=call))
+        threads[-1].start()
+        while queue.waiting < i + 1:
+            threading.Event().wait(0.005)
+    release.set()
+    for t in (busy, *threads):
+        t.join()
+    assert order == [4, 1, 3, 0, 2]

@@ -220,7 +220,11 @@ class OraclePool:
         actors, generations = ray.get(self._keeper.current.remote())
         self.actors, self.generations = list(actors), list(generations)
 
-    def _resolve(self, slot: int, ref, args: tuple, resubmitted: bool = False) -> Any:
+    def _send(self, slot: int, request: tuple, priority: float):
+        return self.actors[slot].serve.remote(*request, priority=priority)
+
+    def _resolve(self, slot: int, ref, args: tuple, priority: float,
+                 resubmitted: bool = False) -> Any:
         """The result of ``ref``, the request ``serve(*args)`` to the actor in ``slot``; PoolError
         if it died. Notes the actor's load that came with it."""
         import ray
@@ -243,7 +247,8 @@ class OraclePool:
             # starting it elsewhere, or it is restarting. Resubmitted once it serves again;
             # the request was counted once, before dispatch.
             self._wait_available(slot, exc)
-            return self._resolve(slot, self.actors[slot].serve.remote(*args), args, resubmitted)
+            return self._resolve(slot, self._send(slot, args, priority), args, priority,
+                                 resubmitted)
         except ray.exceptions.RayActorError as exc:  # restarting; this request's retries are spent
             raise PoolError(
                 f"oracle actor {slot} died serving this request {1 + self.max_task_retries} "
@@ -251,8 +256,8 @@ class OraclePool:
                 f"requests. {_first_line(exc)}") from exc
         # The actor was gone before this request reached it and another request had it
         # replaced: resubmit once, to the replacement.
-        retry = self.actors[slot].serve.remote(*args)
-        return self._resolve(slot, retry, args, resubmitted=True)
+        retry = self._send(slot, args, priority)
+        return self._resolve(slot, retry, args, priority, resubmitted=True)
 
     def _wait_available(self, slot: int, cause: BaseException) -> None:
         """Wait until the actor in ``slot`` answers again (or has died for good: the caller's
@@ -280,17 +285,19 @@ class OraclePool:
         first = zlib.crc32(repr(key).encode()) % n if k < n else 0
         return [(first + i) % n for i in range(k)]
 
-    def submit(self, slot: int, method: str, work: int, *args) -> Any:
-        """Run ``method(*args)`` on the actor in ``slot``; ``work`` is its size (candidates x images)."""
+    def submit(self, slot: int, method: str, work: int, *args, priority: float = 0.0) -> Any:
+        """Run ``method(*args)`` on the actor in ``slot``; ``work`` is its size (candidates x
+        images); ``priority``: the actor serves higher ones first (``sweep.oracle.merging``)."""
         request = (method, work, *args)
-        return self._resolve(slot, self.actors[slot].serve.remote(*request), request)
+        return self._resolve(slot, self._send(slot, request, priority), request, priority)
 
     def pick(self, slots: list[int]) -> int:
         """Of the first two of ``slots``, the one with less outstanding work (ties: the first)."""
         return min(slots[:2], key=lambda slot: self.loads[slot])
 
     def map_candidates(self, method: str, head: tuple, text, visual, tail: tuple, n: int,
-                       images: int, features: bool, slots: list[int]) -> Evaluation:
+                       images: int, features: bool, slots: list[int],
+                       priority: float = 0.0) -> Evaluation:
         """Split n candidates (on ``images`` images each) into contiguous pieces, one per actor of
         ``slots``, and gather them in order; a request of at most ``SMALL_REQUEST`` candidates
         goes whole to the less loaded of ``slots[0]`` and ``slots[1]``.
@@ -307,10 +314,10 @@ class OraclePool:
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             jobs.append((slot, (method, len(idx) * images, *head, None if text is None else text[sl],
                                 None if visual is None else visual[sl], *tail)))
-        return _concat(self._scatter(jobs), features)
+        return _concat(self._scatter(jobs, priority), features)
 
     def map_images(self, head: tuple, text, visual, features: bool, n: int, images: int,
-                   slots: list[int]) -> Evaluation:
+                   slots: list[int], priority: float = 0.0) -> Evaluation:
         """``evaluate_split(*head, text, visual, features)`` of n candidates on ``images`` images,
         split into ceil(images / image_piece) consecutive ranges of images served by ``slots`` in
         turn, and combined (``_combine_images``). The pieces depend on the request alone, so
@@ -320,16 +327,19 @@ class OraclePool:
         jobs = [(slots[i % len(slots)], ("evaluate_split", n * len(idx), *head, text, visual,
                                          features, (int(idx[0]), int(idx[-1]) + 1)))
                 for i, idx in enumerate(pieces)]
-        return _combine_images(self._scatter(jobs), [len(idx) for idx in pieces], features)
+        return _combine_images(self._scatter(jobs, priority), [len(idx) for idx in pieces],
+                               features)
 
-    def _scatter(self, jobs: list[tuple[int, tuple]]) -> list[Any]:
+    def _scatter(self, jobs: list[tuple[int, tuple]], priority: float) -> list[Any]:
         """Send every (slot, request) at once, then gather their results in order."""
-        refs = [self.actors[slot].serve.remote(*request) for slot, request in jobs]
-        return [self._resolve(slot, ref, request) for (slot, request), ref in zip(jobs, refs)]
+        refs = [self._send(slot, request, priority) for slot, request in jobs]
+        return [self._resolve(slot, ref, request, priority)
+                for (slot, request), ref in zip(jobs, refs)]
 
-    def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None) -> PooledOracle:
+    def oracle(self, key: TaskKey, layout: PromptLayout, budget: BudgetSpec | None = None,
+               priority: float = 0.0) -> PooledOracle:
         self.refresh()
-        return PooledOracle(self, key, layout, budget)
+        return PooledOracle(self, key, layout, budget, priority)
 
     def shutdown(self) -> None:
         """Stop every actor, replacements included, and the keeper."""
@@ -370,15 +380,19 @@ class PooledOracle(Metered):
     glass_box = True
 
     def __init__(self, pool: OraclePool, key: TaskKey, layout: PromptLayout,
-                 budget: BudgetSpec | None = None) -> None:
+                 budget: BudgetSpec | None = None, priority: float = 0.0) -> None:
         self.pool = pool
         self.key = key
         self.layout = layout
+        #: sent with every request: the actors serve higher priorities first (the driver gives
+        #: trials with longer chains of requests higher ones).
+        self.priority = priority
         self._slots = pool.slots(key)
         # Each trial's oracle starts the turn at its own actor (a hash of its task and layout:
         # deterministic), so that single requests of concurrent trials spread over the pool.
         self._turn = zlib.crc32(repr((key, layout)).encode())
-        self._info = pool.submit(pool.pick(self._next_slots()), "info", 0, key, layout)
+        self._info = pool.submit(pool.pick(self._next_slots()), "info", 0, key, layout,
+                                 priority=priority)
         self.meter = QueryMeter(budget, self.train_size, self.num_classes)
 
     def _next_slots(self) -> list[int]:
@@ -420,7 +434,8 @@ class PooledOracle(Metered):
         subset, views, n, images = self._charge(text, visual, subset, views)
         tail = (features, subset) if views is None else (features, subset, views)
         return self.pool.map_candidates("evaluate", (self.key, self.layout), _f32(text), _f32(visual),
-                                        tail, n, images, features, self._next_slots())
+                                        tail, n, images, features, self._next_slots(),
+                                        self.priority)
 
     def evaluate_split(self, split: str, text=None, visual=None, *, features: bool = False) -> Evaluation:
         n = count_candidates(self.layout, self.text_shape, self.visual_shape, text, visual)
@@ -434,23 +449,24 @@ class PooledOracle(Metered):
         if visual is not None and n <= SMALL_REQUEST and images > self.pool.image_piece:
             # Each image costs a pass of the image tower: a large split goes out in pieces.
             return self.pool.map_images((self.key, self.layout, split), _f32(text), _f32(visual),
-                                        features, n, images, self._next_slots())
+                                        features, n, images, self._next_slots(), self.priority)
         return self.pool.map_candidates("evaluate_split", (self.key, self.layout, split), _f32(text),
                                         _f32(visual), (features,), n, images, features,
-                                        self._next_slots())
+                                        self._next_slots(), self.priority)
 
     def zero_shot(self, split: str = "test") -> Evaluation:
         images = self._info["split_sizes"].get(split, self.train_size)
         self.meter.charge_eval(1, images)
         return self.pool.submit(self.pool.pick(self._next_slots()), "zero_shot", images, self.key,
-                                self.layout, split)
+                                self.layout, split, priority=self.priority)
 
     def gradient(self, text=None, visual=None, *, subset=None, views=None):
         """ClipOracle.gradient through one actor (true gradients: for white-box methods only),
         counted like ``evaluate``."""
         subset, views, n, images = self._charge(text, visual, subset, views)
         return self.pool.submit(self.pool.pick(self._next_slots()), "gradient", n * images,
-                                self.key, self.layout, _f32(text), _f32(visual), subset, views)
+                                self.key, self.layout, _f32(text), _f32(visual), subset, views,
+                                priority=self.priority)
 
 
 def _f32(x):

@@ -43,13 +43,15 @@ class ServerBase:
         self._pending = 0  # work (candidates x images) taken and not finished
         self._counts = threading.Lock()
 
-    def serve(self, method: str, work: int, *args) -> tuple[Any, int]:
-        """``method(*args)``, and the work outstanding here when it is done (the pool's load figure)."""
+    def serve(self, method: str, work: int, *args, priority: float = 0.0) -> tuple[Any, int]:
+        """``method(*args)``, and the work outstanding here when it is done (the pool's load
+        figure); its work on the device goes before queued work of lower ``priority``."""
         with self._counts:
             self.requests += 1
             self._pending += work
         try:
-            result = getattr(self, method)(*args)
+            with self.device_queue.priority(priority):
+                result = getattr(self, method)(*args)
         finally:
             with self._counts:
                 self._pending -= work

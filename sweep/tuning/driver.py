@@ -79,18 +79,19 @@ def _scheduler(spec: SweepSpec, group: Group):
                          reduction_factor=spec.search.reduction_factor)
 
 
-def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[float] | None:
-    """Each group's estimated device seconds a trial (``sweep.tuning.cost``, on an A10G: only
-    their ratios matter), or None where the cost model does not know the model or a data set."""
+def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, float]] | None:
+    """Each group's estimated device seconds and requests a trial (``sweep.tuning.cost``, on an
+    A10G: only their ratios matter), or None where the cost model does not know the model or
+    a data set."""
     from sweep.errors import ConfigError
     from sweep.tuning.cost import DEVICES, Architecture, group_cost
 
     try:
         arch = Architecture.of(spec.model)
-        return [group_cost(spec, g, arch, DEVICES["a10g"]).gpu_s / max(1, g.samples * len(g.seeds))
-                for g in groups]
+        costs = [group_cost(spec, g, arch, DEVICES["a10g"]) for g in groups]
     except ConfigError:
         return None  # the groups take turns instead
+    return [(c.gpu_s / max(1, c.trials), c.requests / max(1, c.trials)) for c in costs]
 
 
 def start_ray(address: str | None = None) -> None:
@@ -202,13 +203,19 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
+    costs = _trial_costs(spec, plan.groups)
+    # A trial's requests run one after another, each waiting its turn at the actors: under a
+    # shared pool its length grows with its chain of requests more than with their size. The
+    # actors serve longer chains first, so the trial that would end last is not held back at
+    # every request (measured in bench.cluster; the README).
+    chains = [0.0] * len(plan.groups) if costs is None else [chain for _, chain in costs]
     context = {"pool": pool, "store": store, "groups": [
         (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
                       g.budget.to_budget_spec(), g.budget.checkpoints,
                       methods.REGISTRY.version(g.method), levels=g.budget.levels,
-                      per_budget=g.per_budget), dict(g.space.fixed),
+                      per_budget=g.per_budget, priority=chain), dict(g.space.fixed),
          (g.tag, g.sample_id))
-        for g in plan.groups]}
+        for g, chain in zip(plan.groups, chains)]}
     try:
         # One Tune run for every group: concurrency trials in flight until the whole plan is
         # done, each group with its own study and scheduler (sweep.tuning.groups).
@@ -218,7 +225,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                                         search_alg=GroupedSearcher(
                                             [_source(spec, g, storage) for g in plan.groups],
                                             "val_acc", "max",
-                                            _trial_costs(spec, plan.groups)),
+                                            None if costs is None else [d for d, _ in costs]),
                                         scheduler=GroupedScheduler(
                                             [_scheduler(spec, g) for g in plan.groups]),
                                         num_samples=sum(g.samples for g in plan.groups),

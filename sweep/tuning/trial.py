@@ -61,6 +61,9 @@ class TrialSetting:
     #: checkpoint at each level within its budget. () for none.
     levels: tuple[int, ...] = ()
     per_budget: bool = False
+    #: sent with the trial's requests: the actors serve higher priorities first (the driver's
+    #: estimate of the trial's chain of requests; a scheduling hint that changes no result).
+    priority: float = 0.0
 
 
 @dataclass
@@ -141,7 +144,7 @@ def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
     budget = (setting.budget if out.budget is None
               else dataclasses.replace(setting.budget, limit=out.budget))
     if pool is not None:
-        oracle = pool.oracle(key, layout, budget)
+        oracle = pool.oracle(key, layout, budget, setting.priority)
     else:  # local: for tests and single-process use
         from sweep.oracle import ClipOracle, load_model
 
