@@ -57,3 +57,22 @@ def test_the_flop_formulas_match_torchs_count(monkeypatch):
     assert prompted_image == pytest.approx(arch.image_flops(5), rel=0.1)
     # The digits' names are one token each: a suffix of 3 (name, ".", end of text).
     assert text == pytest.approx(arch.text_flops(8, 10, suffix=3), rel=0.1)
+
+
+def test_the_actors_serve_cbbts_long_chain_of_requests_first_on_coop16():
+    """The driver's priorities: each group's requests a trial; CBBT's 257-prompt steps make the
+    longest chain of every data set's groups, BPT-VLM's populations the shortest."""
+    from sweep.spec import load_spec
+    from sweep.tuning import plan_sweep
+    from sweep.tuning.driver import _trial_costs
+
+    spec = load_spec(SWEEPS / "coop16.toml", check_paths=False)
+    plan = plan_sweep(spec, Path("/nonexistent-results"), resume=False)
+    costs = _trial_costs(spec, plan.groups)
+    chains: dict[str, dict[str, float]] = {}
+    for group, (device_s, chain) in zip(plan.groups, costs):
+        assert device_s > 0 and chain >= 1
+        chains.setdefault(group.dataset, {})[group.method] = chain
+    for dataset, by_method in chains.items():
+        assert max(by_method, key=by_method.get) == "cbbt", dataset
+        assert min(by_method, key=by_method.get).startswith("bpt-vlm"), dataset

@@ -23,7 +23,8 @@ identically. With ``actors_per_task``, a task is served by that many actors
 only, so that an actor caches only its tasks' images.
 
 An actor takes requests while one runs (a threaded actor): they queue for
-its device thread in arrival order (``DeviceQueue``), or merge (``merge_wait_s``).
+its device thread by priority, then in arrival order (``DeviceQueue``), or merge
+(``merge_wait_s``).
 
 Query accounting lives in ``PooledOracle``, in the trial's process: its
 ``QueryMeter`` (the local oracle's, ``sweep.budget``) checks a request against

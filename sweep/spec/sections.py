@@ -196,8 +196,9 @@ class ResourcesSection:
     #: Fewer keep each actor's caches to fewer tasks when a sweep has many.
     actors_per_task: int | None = None
     #: milliseconds a request may wait at its actor for others of the same task to merge with
-    #: into one forward, >= 0 (``sweep.oracle.merging``); 0: no merging, bit-for-bit
-    #: repeatable tables (merged batches agree with separate requests to float rounding).
+    #: into one forward while nothing else is queued, >= 0 (``sweep.oracle.merging``; about a
+    #: forward's time, 1 ms on a GPU); 0: no merging, bit-for-bit repeatable tables (merged
+    #: batches agree with separate requests to float rounding).
     merge_wait_ms: float = 0.0
     #: seconds the launch waits for every oracle actor to start (placed on a node with the
     #: GPUs it asks for, its model loaded) before it fails with one line, and a request waits
