@@ -1,8 +1,8 @@
 """Oracle actors whose arithmetic is simulated: the GPUs of ``bench.cluster``.
 
 A ``SimulatedServer`` is an oracle actor like ``sweep.oracle.OracleServer``
-(the same ``ServerBase``: requests queue by priority and arrival or merge, and every
-reply carries the actor's load) that holds no model and reads no image. A
+(the same ``ServerBase``: requests queue by priority and arrival or merge, and
+every reply carries the actor's load) that holds no model and reads no image. A
 forward takes the time the cost model gives (``forward_seconds``), slept
 while the actor's device lock is held (a sleeping actor costs no CPU), times
 ``time_scale``; everything else (Ray's dispatch, the pool, the trial

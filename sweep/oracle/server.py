@@ -1,8 +1,8 @@
 """The oracle actors' side of the pool: what runs in each actor (``sweep.oracle.pool`` sends it work).
 
 ``ServerBase`` is what every actor does whatever computes: it takes requests
-while one runs, runs them on its one device thread by priority and arrival, or merged
-(``sweep.oracle.merging``), and tells each caller the work it still has
+while one runs, runs them on its one device thread by priority and arrival, or
+merged (``sweep.oracle.merging``), and tells each caller the work it still has
 outstanding. ``OracleServer`` computes with a CLIP: one model, an oracle per
 (task, layout), no budget (the trials count). torch and open_clip are imported
 when an ``OracleServer`` starts, in its actor, never by a trial's process.
@@ -27,8 +27,8 @@ __all__ = ["OracleServer", "ServerBase"]
 
 class ServerBase:
     """What every oracle actor does, whatever computes: it takes requests while one runs,
-    runs them on one device thread by priority and arrival, or merged, and tells each caller the work
-    it still has outstanding.
+    runs them on one device thread by priority and arrival, or merged, and tells each
+    caller the work it still has outstanding.
 
     Args:
         merge_wait_s: how long a request waits for others to merge with
