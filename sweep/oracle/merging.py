@@ -7,10 +7,13 @@ by priority, then in arrival order: the driver gives the trials with the
 longest chains of requests the highest (``sweep.tuning.driver``), so that the
 trial that would end last does not wait its turn behind every other at every
 request. One thread computing, rather than each request's thread in
-turn under a lock, keeps torch's per-thread state warm (its threads' buffers,
-a GPU's current stream) and wakes one thread per request; with 8 requests
-queued, requests a second on this CPU fell by a quarter to a third when each
-computed in its own thread.
+turn under a lock, keeps torch's per-thread state on one thread (a GPU's
+current stream, the CPU's per-thread buffers) and wakes one thread per
+request. Measured on this CPU (noisy runs, the embedded model, 1-4
+candidates): 8 threads computing in turn under a lock served 250-285
+requests a second against 300-440 for one thread alone; 8 clients of one
+compute thread were served about as fast as one client (265-300 against
+270-305).
 
 Merging (``wait_s`` > 0): requests that ask the same of the same oracle (one
 task, layout, channel, split, mini-batch and feature flag) differ only in their

@@ -222,6 +222,7 @@ class OraclePool:
         self.actors, self.generations = list(actors), list(generations)
 
     def _send(self, slot: int, request: tuple, priority: float):
+        """``serve(*request)`` on the actor in ``slot``, with the trial's priority: its ref."""
         return self.actors[slot].serve.remote(*request, priority=priority)
 
     def _resolve(self, slot: int, ref, args: tuple, priority: float,
