@@ -51,7 +51,7 @@ METHODS: tuple[MethodSpec, ...] = (
         version=3),
     MethodSpec("blackvip-tokens", _BASELINES, "BlackVIPConfig", "BlackVIP",
         "BlackVIP's SPSA-GC (q 5) on 5 visual prompt tokens, the data set's template (not "
-        "BlackVIP's pixel-prompt coordinator)", version=2),
+        "BlackVIP's pixel-prompt coordinator)", version=3),
     MethodSpec("zero-shot", _BASELINES, "ZeroShotConfig", "ZeroShot",
         "zero-shot CLIP with the hand-written template; no queries"),
     MethodSpec("coop", _BASELINES, "CoOpConfig", "CoOp",

@@ -121,6 +121,12 @@ class BlackVIPConfig(BlackVIPSPSAConfig):
     gamma: float | None = 0.2
     #: gradient-correction beta (BlackVIP: 0.9).
     momentum: float = 0.9
+    #: the image tower in fp32 (version 3; before: the sweep's, bf16 on a GPU). The visual
+    #: prompt goes through the image tower, where bf16's rounding (2^-8) is of the order of
+    #: SPSA's steps (the README's "Precision"). BlackVIP's release runs its forwards under
+    #: fp16 autocast (trainers/blackvip.py, "for fast training"), on a pixel prompt:
+    #: ``precision = "fp16"`` is that, None the sweep's ``[model] precision``.
+    precision: str | None = "fp32"
 
 
 class BlackVIP(ZerothOrder):
