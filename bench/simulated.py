@@ -64,7 +64,8 @@ class SimulatedServer(ServerBase):
 
     def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None,
                  pixel_folder: str | None = None, cache_bytes: int | None = None,
-                 merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
+                 merge_wait_s: float = 0.0, merge_candidates: int = 256,
+                 tasks: tuple[tuple[str, str | None], ...] = ()) -> None:
         super().__init__(merge_wait_s, merge_candidates)
         self.arch = Architecture.of(model_spec)
         self.precision = model_spec.precision or "bf16"
@@ -75,6 +76,10 @@ class SimulatedServer(ServerBase):
         #: simulated device seconds (scaled) per whole second of the clock (time.time()):
         #: the actors' busy time over the run, which bench.cluster adds up.
         self.busy_by_second: dict[int, float] = {}
+
+    def place(self) -> dict[str, Any]:
+        return {**super().place(), "device": f"simulated {self.device.name}",
+                "precision": self.precision}
 
     # ---------------------------------------------------------------- the cost model
     def _sizes(self, key: TaskKey) -> dict[str, int]:

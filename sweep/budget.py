@@ -192,6 +192,8 @@ class CheckpointRecord:
     val_acc: float
     test_acc: float
     wall_s: float
+    #: the validation loss of what the method deploys (``SplitScorer``; nan: not measured).
+    val_loss: float = float("nan")
 
 
 def checkpoint_schedule(limit: int, first: int, count: int = 8) -> list[int]:

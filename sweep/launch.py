@@ -15,10 +15,17 @@ import sys
 from sweep.errors import PromptTuningError
 
 
+#: The largest budget of a smoke test, in candidate evaluations.
+SMOKE_LIMIT = 120
+
+
 def _smoke(spec):
-    """A few seconds' worth of the same sweep: one seed, one setting, a tiny budget."""
-    limit = 120 if spec.budget.published else min(spec.budget.limit, 120)
-    budget = dataclasses.replace(spec.budget, published=False, unit="candidate_evals", limit=limit)
+    """A few seconds' worth of the same sweep: one seed, one setting, one budget of at most
+    ``SMOKE_LIMIT`` candidate evaluations (no budget levels, no method's own budget), under
+    the sweep's name with ``-smoke`` added."""
+    limit = SMOKE_LIMIT if spec.budget.published else min(spec.budget.limit, SMOKE_LIMIT)
+    budget = dataclasses.replace(spec.budget, published=False, unit="candidate_evals", limit=limit,
+                                 fraction=1.0, limits=(), levels=())
     methods = tuple(dataclasses.replace(m, samples=1, budget=None) for m in spec.methods)
     return dataclasses.replace(
         spec, name=f"{spec.name}-smoke", budget=budget, methods=methods,
@@ -41,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results", help="results root (default: results/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if args.spec is None else None
+    # Weights come from the local cache only (the user's HF_HUB_OFFLINE wins); Ray passes it
+    # to every actor and trial (sweep.tuning.start_ray).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sweep.spec import load_spec
         from sweep.tuning import plan_sweep, run_sweep

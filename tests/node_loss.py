@@ -4,8 +4,10 @@ Run by ``tests/test_node_loss.py`` in a process of its own (the test session has
 
     python tests/node_loss.py RESULTS_ROOT
 
-A head node (the driver, the trials) and a node of 2 simulated GPUs holding the 2 oracle
-actors (``bench.simulated``: no model, deterministic synthetic losses). When the first trial
+A head node without GPUs (the driver, the trials), as ``clusters/gpu.yaml``'s, and a node of
+2 simulated GPUs holding the 2 oracle actors (``bench.simulated``: no model, deterministic
+synthetic losses), which ask for a GPU each by the default for a model other than the
+embedded one (no ``gpus_per_actor`` in the specification). When the first trial
 has checkpointed, the GPU node is removed without warning and another one joins: Ray
 restarts the actors there and resubmits the requests they held. Prints one JSON line: the
 results folder, and the GPU node's id before and after.
@@ -13,6 +15,7 @@ results folder, and the GPU node's id before and after.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -41,7 +44,6 @@ params = { popsize = 10, intrinsic_dim_text = 20 }
 [resources]
 concurrency = 2
 actors = 2
-gpus_per_actor = 1
 placement_timeout_s = 120
 """
 
@@ -54,7 +56,8 @@ def main(root: str) -> int:
     from ray.cluster_utils import Cluster
 
     from bench import simulated
-    from sweep.spec import parse_spec
+    from sweep.oracle import EMBEDDED_CONFIG
+    from sweep.spec import ModelSpec, parse_spec
     from sweep.tuning import DEVICES, run_sweep
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -69,7 +72,12 @@ def main(root: str) -> int:
     cloudpickle.register_pickle_by_value(simulated)
     # A GPU forward of bench.simulated's cost model, slept 20 times over: time to lose the node.
     server = simulated.simulated_server(DEVICES["a10g"], time_scale=20.0)
-    spec = parse_spec(SPEC, "node-loss.toml", check_paths=False)
+    # A model other than the embedded one, with the embedded one's architecture (the cost
+    # model's time): its actors get a GPU each by default (SweepSpec.actor_gpus).
+    config = Path(root) / "tiny-real.json"
+    config.write_text(EMBEDDED_CONFIG.read_text())
+    spec = dataclasses.replace(parse_spec(SPEC, "node-loss.toml", check_paths=False),
+                               model=ModelSpec(name="tiny-real", config=str(config)))
     lost, outcome = {}, {}
 
     def sweep() -> None:  # in a thread: Ray adds nodes from the main thread only

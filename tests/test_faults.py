@@ -395,3 +395,43 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_no_partial_part(ray_sessi
     assert "done:" not in out
     ran = [p.name for p in (sweep_dir / ".tune" / "ok").glob("tune_trainable_*")]
     assert len(ran) == 1, ran
+
+
+# ---------------------------------------------------------------- --smoke-test
+
+SMOKE = """\
+name = "full"
+[data]
+shots = [4]
+seeds = [1, 2]
+[budget]
+limits = [200, 400]
+[search]
+methods = ["bbt"]
+samples = 3
+[methods.bbt]
+params = { popsize = 5, intrinsic_dim_text = 20 }
+[methods.bbt.budget]
+limit = 300
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_smoke_test_runs_one_seed_one_setting_and_one_small_budget(ray_session, tmp_path,
+                                                                     capsys):
+    from sweep.launch import SMOKE_LIMIT, main
+
+    spec = tmp_path / "full.toml"
+    spec.write_text(SMOKE)
+    results = tmp_path / "results"
+    assert main([str(spec), "--smoke-test", "--dry-run", "--results", str(results)]) == 0
+    plan = capsys.readouterr().out
+    assert f"bbt-digits-4shot: 1 settings x 1 seeds, budget {SMOKE_LIMIT} candidate_evals, 8 " \
+           "checkpoints" in plan and "levels" not in plan, plan
+    assert main([str(spec), "--smoke-test", "--quiet", "--results", str(results)]) == 0
+    trials = pd.read_parquet(results / "full-smoke" / "trials")
+    assert trials[["seed", "status", "budget", "budget_run"]].values.tolist() == [
+        [1, "completed", SMOKE_LIMIT, "curve"]]
+    assert 0 < trials["queries_candidate_evals"].iloc[0] <= SMOKE_LIMIT
+    assert not (results / "full").exists()  # the sweep itself is untouched

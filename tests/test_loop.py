@@ -38,7 +38,7 @@ class FakeScorer(SplitScorer):
     def __call__(self, method, z):
         self.calls.append(z.copy())
         value = float(QuadraticObjective(self.objective.dim, seed=1).value(z)[0])
-        return -value, -2 * value
+        return -value, -2 * value, value
 
 
 def test_run_records_checkpoints_up_to_the_budget():

@@ -1,6 +1,6 @@
 """A GPU node lost mid-sweep does not end the sweep (``tests/node_loss.py``, in its own process
 with its own three-node Ray cluster): every trial completes, with exact query counts and one
-row per seed."""
+row per seed. Its actors ask for a GPU each by default, the model not being the embedded one."""
 
 from __future__ import annotations
 
@@ -35,3 +35,8 @@ def test_a_gpu_node_lost_mid_sweep_leaves_every_trial_complete(tmp_path):
     assert (last["queries_candidate_evals"] == 393).all()
     actors = json.loads((folder / "actors.json").read_text())["actors"]
     assert len(actors) == 2 and all("error" not in a for a in actors)  # both restarted, serving
+    # A GPU each, by default for a model other than the embedded one: so both are on the
+    # GPU node that came (the head has no GPU), and the launch said so.
+    assert [a["node_id"] for a in actors] == [report["added"]] * 2
+    assert ("2 oracle actors of 1 GPU each (the default for a model other than the embedded "
+            "one: [resources] gpus_per_actor left out)") in done.stdout

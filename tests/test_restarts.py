@@ -3,8 +3,9 @@
 On the session's Ray: a trial's worker process killed mid-run is started again by Tune and
 goes on from its last budget checkpoint; a sweep stopped mid-trial resumes its trial from
 the checkpoint on ``--resume``. Both end with the tables of a run never stopped (merging
-off). A launch whose actors ask for GPUs this machine lacks fails with one line after
-``placement_timeout_s``, leaving no results folder.
+off). A launch whose actors ask for GPUs this machine lacks fails at once with one line, by
+default for a real model too; on a cluster an autoscaler serves, after ``placement_timeout_s``.
+Neither leaves a results folder.
 """
 
 from __future__ import annotations
@@ -139,18 +140,49 @@ def test_a_stopped_sweep_resumes_its_trial_from_the_checkpoint(never_stopped, tm
     _assert_same_run(_tables(_sweep(tmp_path, resume=True)), never_stopped)
 
 
-def test_a_launch_whose_actors_never_start_fails_with_one_line(ray_session, tmp_path, capsys):
-    from sweep.launch import main
-
+def _gpu_spec(tmp_path: Path, resources: str, model: str = "") -> Path:
     spec = tmp_path / "gpus.toml"
     spec.write_text(SPEC.replace('name = "ckpt"', 'name = "gpus"').replace(
-        'datasets = ["Caltech101"]\nroot = "/nonexistent"\n', "") + """
-[resources]
-gpus_per_actor = 1
-placement_timeout_s = 3
-""")
+        'datasets = ["Caltech101"]\nroot = "/nonexistent"\n', "") + model
+        + "[resources]\n" + resources)
+    return spec
+
+
+@pytest.mark.parametrize("resources, real_model, source", [
+    ("gpus_per_actor = 1\n", False, "[resources] gpus_per_actor"),
+    ("", True, "the default for a model other than the embedded one: [resources] "
+               "gpus_per_actor left out")])
+def test_a_gpu_request_a_local_cpu_ray_cannot_meet_is_refused_before_any_wait(
+        ray_session, tiny_vit, tmp_path, capsys, resources, real_model, source):
+    import torch
+
+    from sweep.launch import main
+
+    model = ""
+    if real_model:  # an architecture of open_clip's (registered here) with its weights
+        torch.save(tiny_vit.model.state_dict(), tmp_path / "w.pt")
+        model = f'[model]\nname = "test-tiny-vit"\ncheckpoint = "{tmp_path / "w.pt"}"\n'
+    # A placement timeout of an hour: the refusal must not come from waiting.
+    spec = _gpu_spec(tmp_path, resources + "placement_timeout_s = 3600\n", model)
     assert main([str(spec), "--results", str(tmp_path / "results"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err == (f"error: 1 oracle actor of 1 GPU each ({source}), but this machine's local "
+                   "Ray has 0 GPUs and no autoscaler to add any; set [resources] gpus_per_actor "
+                   "= 0 to run the actors on CPUs, or join a cluster with GPUs (--address)")
+    assert not (tmp_path / "results" / "gpus").exists()
+
+
+def test_actors_an_autoscaler_never_places_fail_with_one_line_after_the_timeout(
+        ray_session, tmp_path, capsys, monkeypatch):
+    from sweep.launch import main
+
+    monkeypatch.setattr("sweep.tuning.placement.autoscaling", lambda: True)
+    spec = _gpu_spec(tmp_path, "gpus_per_actor = 1\nplacement_timeout_s = 3\n")
+    assert main([str(spec), "--results", str(tmp_path / "results"), "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert "an autoscaler may start GPU nodes; waiting up to [resources] placement_timeout_s" in out
+    err = err.strip()
     assert "\n" not in err
     assert err.startswith("error: 1 of 1 oracle actors had not started after 3 s "
                           "([resources] placement_timeout_s): each asks for 1 GPUs"), err

@@ -427,7 +427,7 @@ def _real_record(trial_id: str, seed: int) -> tuple[TrialRecord, QueryCounts]:
 
     def scorer(_, z):
         value = float(objective.value(z[None] if z.ndim == 1 else z)[0])
-        return 1.0 / (1.0 + value), 1.0 / (2.0 + value)
+        return 1.0 / (1.0 + value), 1.0 / (2.0 + value), value
 
     run = run_method(method, objective, scorer, checkpoints=8)
     rec = TrialRecord.from_run(run, **_identity(trial_id, seed=seed, params={"sigma0": 0.1},

@@ -20,7 +20,7 @@ _MODULES = {
     **dict.fromkeys(("DTYPES", "LoadedModel", "load_model", "pick_device", "register_embedded",
                      "resolve_precision", "split_transform"), "models"),
     **dict.fromkeys(("OraclePool", "PlacementError", "PooledOracle", "PoolError"), "pool"),
-    **dict.fromkeys(("OracleServer", "ServerBase"), "server"),
+    **dict.fromkeys(("ActorSetupError", "OracleServer", "ServerBase"), "server"),
     "PromptedCLIP": "prompted",
     **dict.fromkeys(("EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey",
                      "check_subset", "check_views", "count_candidates"), "requests"),
@@ -41,6 +41,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DTYPES",
+    "ActorSetupError",
     "EMBEDDED_CONFIG",
     "EMBEDDED_WEIGHTS",
     "ClipOracle",

@@ -1,4 +1,6 @@
-"""Loading CLIP models: an open_clip name with a pretrained tag, a local checkpoint, or the embedded tiny model.
+"""Loading CLIP models: an open_clip name with a pretrained tag, a local checkpoint, a model of the
+Hugging Face Hub (``hf-hub:<repo>``, its config and weights read from the local cache: the
+sweep runs with ``HF_HUB_OFFLINE=1``), or the embedded tiny model.
 
 Weights from a file are always read with ``torch.load(..., weights_only=True)``
 so that a checkpoint cannot execute code. The model is kept in float32; the
@@ -22,7 +24,7 @@ import torch
 from sweep.data import Preprocessing
 from sweep.errors import ModelError
 from sweep.oracle.requests import EMBEDDED_CONFIG, EMBEDDED_WEIGHTS
-from sweep.spec import EMBEDDED_MODEL, ModelSpec
+from sweep.spec import EMBEDDED_MODEL, HF_HUB_PREFIX, ModelSpec
 
 __all__ = ["DTYPES", "EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "LoadedModel", "load_model",
            "pick_device", "register_embedded", "resolve_precision", "split_transform"]
@@ -178,7 +180,8 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
             open_clip.add_model_config(path)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     known = open_clip.list_models()
-    if spec.name not in known:
+    hub = spec.name.startswith(HF_HUB_PREFIX)
+    if not hub and spec.name not in known:
         close = difflib.get_close_matches(spec.name, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
         raise ModelError(f"unknown model {spec.name!r}{hint}")
@@ -192,7 +195,8 @@ def load_model(spec: ModelSpec, device: str | torch.device | None = None) -> Loa
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name,
                 pretrained=spec.pretrained,
-                require_pretrained=bool(spec.pretrained),
+                # A hub model's weights come with it: open_clip only warns when they do not.
+                require_pretrained=bool(spec.pretrained) or hub,
                 weights_only=True,
             )
     except Exception as exc:

@@ -61,7 +61,7 @@ from sweep.budget import BudgetSpec, Metered, QueryMeter
 from sweep.errors import ConfigError, PromptTuningError
 from sweep.keeper import ActorKeeper
 from sweep.oracle.requests import PromptLayout, TaskKey, check_subset, check_views, count_candidates
-from sweep.oracle.server import OracleServer, ServerBase
+from sweep.oracle.server import ActorSetupError, OracleServer, ServerBase
 from sweep.spec import ModelSpec
 
 # The model's side (torch, open_clip) is imported where it runs, when an OracleServer starts
@@ -148,6 +148,8 @@ class OraclePool:
             than this is split by images (``map_images``).
         unavailable_timeout_s: how long a request waits for an actor that is unavailable
             (its node lost: Ray starts it again elsewhere) to serve again.
+        tasks: (data set, data root) of the tasks the actors will serve, loaded by each
+            actor as it starts (``OracleServer``).
     """
 
     def __init__(self, model_spec: ModelSpec, actors: int = 1, *, gpus_per_actor: float = 0,
@@ -156,7 +158,8 @@ class OraclePool:
                  server: type = OracleServer, pixel_folder: str | None = None,
                  cache_bytes: int | None = None, actors_per_task: int | None = None,
                  merge_wait_s: float = 0.0, merge_candidates: int = 256,
-                 image_piece: int = IMAGE_PIECE, unavailable_timeout_s: float = 900.0) -> None:
+                 image_piece: int = IMAGE_PIECE, unavailable_timeout_s: float = 900.0,
+                 tasks: tuple[tuple[str, str | None], ...] = ()) -> None:
         import ray
         from ray import cloudpickle
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -177,7 +180,7 @@ class OraclePool:
                        max_restarts=max_restarts, max_task_retries=max_task_retries,
                        max_concurrency=ACTOR_THREADS)
         args = (model_spec, "cuda" if gpus_per_actor else "cpu", threads_per_actor, pixel_folder,
-                cache_bytes, merge_wait_s, merge_candidates)
+                cache_bytes, merge_wait_s, merge_candidates, tuple(tasks))
         self.model_spec = model_spec
         self._asks = (gpus_per_actor, cpus_per_actor)
         self.max_restarts, self.max_task_retries = max_restarts, max_task_retries
@@ -193,18 +196,28 @@ class OraclePool:
         self._keeper = ray.remote(ActorKeeper).options(num_cpus=0, scheduling_strategy=here).remote(
             cloudpickle.dumps((server, options, args)), self.actors)
 
-    def wait_started(self, timeout_s: float) -> None:
-        """Wait until every actor has started (placed on a node, its model loaded).
+    def wait_started(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until every actor has started (placed on a node, its model and tasks loaded);
+        returns where each runs (``ServerBase.place``: node, process, device).
 
         Raises:
             PlacementError: some had not within ``timeout_s``; every actor is stopped.
+            ActorSetupError: an actor could not be set up on its node (its device, model,
+                cache folder or data); every actor is stopped.
         """
         import ray
 
-        refs = [actor.pid.remote() for actor in self.actors]
+        refs = [actor.place.remote() for actor in self.actors]
         _, waiting = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         if not waiting:
-            return
+            try:
+                return [_get(ref) for ref in refs]
+            except ray.exceptions.RayActorError as exc:  # its constructor itself died
+                self.shutdown()
+                raise ActorSetupError.died_starting(exc) from exc
+            except BaseException:
+                self.shutdown()
+                raise
         total = ray.cluster_resources()
         gpus, cpus = self._asks
         self.shutdown()

@@ -11,18 +11,89 @@ when an ``OracleServer`` starts, in its actor, never by a trial's process.
 from __future__ import annotations
 
 import os
+import re
+import socket
+import tempfile
 import threading
+import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from methods.base import Evaluation
 from sweep.budget import BudgetSpec
+from sweep.errors import DataError, PromptTuningError
 from sweep.oracle.merging import DeviceQueue
 from sweep.oracle.requests import PromptLayout, TaskKey
 from sweep.spec import ModelSpec
 
-__all__ = ["OracleServer", "ServerBase"]
+__all__ = ["ActorSetupError", "OracleServer", "ServerBase"]
+
+#: What to fix when an actor's setup fails at each stage: the key, or the node's files.
+_FIX = {
+    "device": "[resources] gpus_per_actor (0: CPUs), or the node's CUDA",
+    "model": "[model] (its name, pretrained tag or checkpoint), or the node's Hugging Face "
+             "cache ($HF_HOME)",
+    "cache folder": "[data] cache, or $PROMPTSWEEP_CACHE on the node",
+    "data": "[data] root: every node reads the data at that path",
+}
+
+
+def _node() -> tuple[str, str | None]:
+    """This process's node as the cluster knows it (its address and id), else the host name."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            here = ray.get_runtime_context().get_node_id()
+            for node in ray.nodes():
+                if node["NodeID"] == here:
+                    return node["NodeManagerAddress"], here
+    except Exception:  # noqa: BLE001 - the host name says enough
+        pass
+    return socket.gethostname(), None
+
+
+class ActorSetupError(PromptTuningError, RuntimeError):
+    """An oracle actor could not be set up on its node: its device, model, cache folder or
+    data. No trial can run there, so the sweep stops (``sweep.tuning``); ``details`` keeps
+    the traceback for the sweep's logs."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+    def __reduce__(self):  # the traceback crosses to the driver with the message
+        return type(self), (str(self), self.details)
+
+    @classmethod
+    def of(cls, exc: BaseException, stage: str) -> ActorSetupError:
+        """The error of ``exc``, raised while setting up ``stage`` (a key of ``_FIX``)."""
+        return cls(f"the oracle actor on node {_node()[0]} (pid {os.getpid()}) could not set up its "
+                   f"{stage}: {type(exc).__name__}: {' '.join(str(exc).split())}; fix "
+                   f"{_FIX[stage]}", "".join(traceback.format_exception(exc)))
+
+    @classmethod
+    def died_starting(cls, exc: BaseException) -> ActorSetupError:
+        """The error of an actor whose process died as it started (Ray's message holds the
+        node and the creation task's traceback, whose last line is the cause)."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Ray colours the task's name
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        node = re.search(r"\bip=([^,\s)]+)", text)
+        return cls(f"the oracle actor on node {node.group(1) if node else '?'} died as it "
+                   f"started: {lines[-1] if lines else type(exc).__name__}", text)
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in ``folder`` (DataError: it cannot be written in)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".probe.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise DataError(f"cannot write in the folder of decoded images {folder}: "
+                        f"{exc.strerror or exc}") from exc
 
 
 class ServerBase:
@@ -36,6 +107,9 @@ class ServerBase:
         merge_candidates: a merged batch with this many candidates runs at once.
     """
 
+    #: why this actor could not be set up on its node (None: it was); raised at every request.
+    setup_error: ActorSetupError | None = None
+
     def __init__(self, merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
         # Whatever touches the model or the caches runs on its thread: one computation at a time.
         self.device_queue = DeviceQueue(merge_wait_s, merge_candidates)
@@ -46,6 +120,8 @@ class ServerBase:
     def serve(self, method: str, work: int, *args, priority: float = 0.0) -> tuple[Any, int]:
         """``method(*args)``, and the work outstanding here when it is done (the pool's load
         figure); its work on the device goes before queued work of lower ``priority``."""
+        if self.setup_error is not None:
+            raise self.setup_error
         with self._counts:
             self.requests += 1
             self._pending += work
@@ -60,6 +136,14 @@ class ServerBase:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def place(self) -> dict[str, Any]:
+        """Where this actor runs: its node and process (ActorSetupError: it could not be set up
+        there). Subclasses add their device."""
+        if self.setup_error is not None:
+            raise self.setup_error
+        address, node_id = _node()
+        return {"node": address, "node_id": node_id, "pid": os.getpid()}
 
     def queueing(self) -> dict[str, float]:
         """Of the latest requests: queueing delays (s, arrival to their forward's start, merging's
@@ -87,26 +171,56 @@ class OracleServer(ServerBase):
         cache_bytes: the budget of what the actor keeps on its device (image features,
             patch embeddings), shared by all its oracles (None: the device's default).
         merge_wait_s, merge_candidates: merging, as in ``ServerBase``.
+        tasks: (data set, data root) of every task the actor may serve, loaded (their file
+            lists, not their images) as it starts, so that a node without the data is found
+            before any trial runs.
+
+    A setup that fails (no CUDA, the model's weights, a cache folder it cannot write in, a
+    data root missing on its node) leaves an actor that raises ``ActorSetupError`` at every
+    request and at ``place``, rather than one Ray would restart to fail again.
     """
 
     def __init__(self, model_spec: ModelSpec, device: str | None = None, threads: int | None = None,
                  pixel_folder: str | None = None, cache_bytes: int | None = None,
-                 merge_wait_s: float = 0.0, merge_candidates: int = 256) -> None:
-        import torch
-
-        from sweep.data import PixelCache
-        from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
-        from sweep.oracle.models import load_model
-
+                 merge_wait_s: float = 0.0, merge_candidates: int = 256,
+                 tasks: tuple[tuple[str, str | None], ...] = ()) -> None:
         super().__init__(merge_wait_s, merge_candidates)
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = load_model(model_spec, device)
-        budget = default_cache_bytes(self.model.device) if cache_bytes is None else cache_bytes
-        self.images = ImageStore(self.model, PixelCache(pixel_folder, self.model.pixels[0]),
-                                 DeviceCache(budget))
         self._datasets: dict[tuple[str, str | None], Any] = {}
         self._oracles: dict[tuple[TaskKey, PromptLayout], Any] = {}  # ClipOracle
+        stage = "device"
+        try:
+            import torch
+
+            from sweep.data import PixelCache, load_dataset
+            from sweep.oracle.images import DeviceCache, ImageStore, default_cache_bytes
+            from sweep.oracle.models import load_model, pick_device
+
+            if threads:
+                torch.set_num_threads(threads)
+            where = pick_device(device)
+            stage = "model"
+            self.model = load_model(model_spec, where)
+            stage = "cache folder"
+            pixels = PixelCache(pixel_folder, self.model.pixels[0])
+            _probe(pixels.folder)
+            budget = default_cache_bytes(self.model.device) if cache_bytes is None else cache_bytes
+            self.images = ImageStore(self.model, pixels, DeviceCache(budget))
+            stage = "data"
+            for dataset, root in tasks:
+                self._datasets[(dataset, root)] = load_dataset(dataset, root)
+        except Exception as exc:  # noqa: BLE001 - kept, and raised at every request (ServerBase)
+            self.setup_error = ActorSetupError.of(exc, stage)
+
+    def place(self) -> dict[str, Any]:
+        """Where this actor runs: its node, process and device (ActorSetupError: it could not
+        be set up there)."""
+        import torch
+
+        here = super().place()
+        device = self.model.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        return {**here, "device": str(device) + (f" ({name})" if name else ""),
+                "precision": self.model.precision}
 
     def _oracle(self, key: TaskKey, layout: PromptLayout):
         # Built ones without the device: a request must not queue for it twice.
@@ -123,8 +237,11 @@ class OracleServer(ServerBase):
         oracle = self._oracles.get((key, layout))
         if oracle is None:
             ds_key = (key.dataset, key.data_root)
-            if ds_key not in self._datasets:
-                self._datasets[ds_key] = load_dataset(key.dataset, key.data_root)
+            if ds_key not in self._datasets:  # a task the actor was not started with
+                try:
+                    self._datasets[ds_key] = load_dataset(key.dataset, key.data_root)
+                except DataError as exc:  # the node lacks the data root: no trial can run here
+                    raise ActorSetupError.of(exc, "data") from exc
             task = few_shot(self._datasets[ds_key], key.shots, key.seed)
             # Glass box: the actor's model is local, and ``gradient`` serves white-box methods.
             oracle = self._oracles[(key, layout)] = ClipOracle(self.model, task, layout, BudgetSpec(),

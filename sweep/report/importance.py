@@ -5,7 +5,8 @@ Optuna study the sweep drew its settings from, named by the group's tag
 ``<method>-<dataset>-<shots>shot``. Its importances are
 ``optuna.importance.get_param_importances`` with
 ``FanovaImportanceEvaluator(seed=0)`` (deterministic), over the study's
-completed settings, each valued by its validation accuracy.
+completed settings, each valued by the sweep's selection metric (its
+validation accuracy, or with ``[search] metric = "val_loss"`` its loss).
 
 Where the study comes from, group by group:
 
@@ -15,7 +16,7 @@ Where the study comes from, group by group:
   as -1, is left out), when the file holds the group's study;
 * otherwise (older results) a study rebuilt from the trials table: one
   COMPLETE trial per setting whose seeds all completed (none stopped),
-  valued by its mean final validation accuracy over those seeds, with
+  valued by its mean final validation metric over those seeds, with
   distributions inferred from the ``param_<name>`` columns that vary within
   the group (a float over the observed range, on a log scale when positive
   and spanning two decades or more; an integer likewise; strings and
@@ -88,31 +89,35 @@ def _distribution(name: str, values: pd.Series) -> Any:
     return dist.FloatDistribution(float(x.min()), float(x.max()), log=log)
 
 
-def _completed_settings(group: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting whose seeds all completed: ``sample_id``, its params, ``value``."""
+def _completed_settings(group: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """One row per setting whose seeds all completed: ``sample_id``, its params, ``value``
+    (the mean over seeds of its final ``metric``)."""
     usable = usable_trials(group)
     per = per_budget_mask(usable)
     if per.any():  # run once per budget: the runs for the largest budget
         usable = usable[per]
         usable = usable[usable["budget"] == usable["budget"].max()]
+    column = f"final_{metric}"
+    if column not in usable:  # results before schema version 5 measured no loss
+        return pd.DataFrame()
     rows = []
     for _, s in usable.groupby("sample_id", sort=True):
-        if (s["status"] != "completed").any() or s["final_val_acc"].isna().all():
+        if (s["status"] != "completed").any() or s[column].isna().all():
             continue
-        rows.append(s.iloc[0].drop(["final_val_acc"]).to_dict()
-                    | {"value": float(s["final_val_acc"].mean())})
+        rows.append(s.iloc[0].drop([column]).to_dict() | {"value": float(s[column].mean())})
     return pd.DataFrame(rows)
 
 
-def study_from_trials(group: pd.DataFrame) -> optuna.Study:
+def study_from_trials(group: pd.DataFrame, metric: str = "val_acc") -> optuna.Study:
     """An in-memory study of one sampling group's completed settings (module docstring).
 
     Args:
         group: the trials of one method, data set and shot count (any status).
+        metric: the sweep's selection metric, ``val_acc`` or ``val_loss``.
     """
     import optuna
 
-    settings = _completed_settings(group)
+    settings = _completed_settings(group, metric)
     cols = [c for c in param_column_names(settings)
             if settings[c].dropna().nunique() > 1] if len(settings) else []
     dists = {c: _distribution(c.removeprefix("param_"), settings[c].dropna()) for c in cols}
@@ -124,7 +129,7 @@ def study_from_trials(group: pd.DataFrame) -> optuna.Study:
             params=params, value=row["value"],
             distributions={c.removeprefix("param_"): dists[c] for c in cols
                            if not pd.isna(row[c])}))
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction="minimize" if metric == "val_loss" else "maximize")
     study.add_trials(trials)
     return study
 
@@ -140,9 +145,10 @@ def _cast(value: Any, dist: Any) -> Any:
     return value
 
 
-def _accuracy(trial: optuna.trial.FrozenTrial) -> float:
-    """A completed setting's validation accuracy; NaN (left out) for the -1 a sweep reports
-    for a setting every seed of which failed (``sweep.tuning.trial``), or no value."""
+def _measured(trial: optuna.trial.FrozenTrial) -> float:
+    """A completed setting's validation accuracy or loss; NaN (left out) for what a sweep
+    reports for a setting every seed of which failed (-1 or infinity: ``sweep.tuning.trial``),
+    or no value."""
     value = trial.value
     return float(value) if value is not None and math.isfinite(value) and value >= 0 else math.nan
 
@@ -160,13 +166,14 @@ def _stored_studies(sweep_dir: Path | None) -> tuple[str | None, set[str], str |
         return None, set(), f"{STUDY_FILE} does not read ({type(exc).__name__}: {exc})"
 
 
-def param_importances(trials: pd.DataFrame, sweep_dir: Path | str | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def param_importances(trials: pd.DataFrame, sweep_dir: Path | str | None = None,
+                      metric: str = "val_acc") -> tuple[pd.DataFrame, pd.DataFrame]:
     """fANOVA importances of every sampling group with enough completed settings.
 
     Args:
         trials: the trials table.
         sweep_dir: the results folder, where ``optuna.db`` may hold the studies.
+        metric: the sweep's selection metric (the stored studies' objective).
 
     Returns:
         ``(importances, groups)``: ``IMPORTANCE_COLUMNS``, one row per computed
@@ -189,10 +196,10 @@ def param_importances(trials: pd.DataFrame, sweep_dir: Path | str | None = None
             if tag in stored:
                 study, source = optuna.load_study(study_name=tag, storage=url), STORED
             else:
-                study, source = study_from_trials(g), REBUILT
+                study, source = study_from_trials(g, metric), REBUILT
             done = study.get_trials(deepcopy=False,
                                     states=(optuna.trial.TrialState.COMPLETE,))
-            n = sum(1 for t in done if not math.isnan(_accuracy(t)))
+            n = sum(1 for t in done if not math.isnan(_measured(t)))
             base = dict(group=tag, method=method, dataset=dataset, shots=int(shots),
                         source=source, n_settings=n)
             note = None
@@ -203,7 +210,7 @@ def param_importances(trials: pd.DataFrame, sweep_dir: Path | str | None = None
                     warnings.simplefilter("ignore")
                     importances = optuna.importance.get_param_importances(
                         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                        target=_accuracy)
+                        target=_measured)
                 if not importances:
                     note = "no hyperparameter varies"
                 imp_rows += [{**base, "param": p, "importance": float(v)}

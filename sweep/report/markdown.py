@@ -6,6 +6,7 @@ The main tables and the importance section are rendered by their own modules
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -26,6 +27,7 @@ from sweep.report.tables import (
     tuned_trials,
     zero_shot_summary,
 )
+from sweep.results import ACTORS_FILE, SweepInfo
 
 __all__ = ["render_markdown"]
 
@@ -74,7 +76,21 @@ def _short(text: str, width: int = 140) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _overview(sweep_dir: Path, trials: pd.DataFrame) -> list[str]:
+def _actors(sweep_dir: Path) -> str | None:
+    """Where the sweep's oracle actors ran, from ``actors.json`` (None: not recorded)."""
+    try:
+        actors = json.loads((Path(sweep_dir) / ACTORS_FILE).read_text())["actors"]
+        by_node: dict[str, list[str]] = {}
+        for actor in actors:
+            by_node.setdefault(str(actor.get("node", "?")), []).append(
+                str(actor.get("device", "?")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return f"{len(actors)}: " + "; ".join(f"`{node}` {', '.join(devices)}"
+                                         for node, devices in by_node.items())
+
+
+def _overview(sweep_dir: Path, trials: pd.DataFrame, info: SweepInfo) -> list[str]:
     status = trials["status"].value_counts()
     black = trials.groupby("method")["black_box"].first()
     methods = [m for m in sorted(black.index) if m != ZERO_SHOT and black[m]]
@@ -85,11 +101,15 @@ def _overview(sweep_dir: Path, trials: pd.DataFrame) -> list[str]:
     data = [f"{d} ({', '.join(str(s) for s in sorted(g['shots'].unique()))} shots)"
             for d, g in trials.groupby("dataset", sort=True)]
     first = trials.iloc[0]
-    lines = [
-        f"# Sweep report: {first['sweep']}", "",
+    lines = [f"# Sweep report: {first['sweep']}", ""]
+    if info.description:
+        lines += [info.description, ""]
+    actors = _actors(sweep_dir)
+    lines += [
         f"- Results: `{sweep_dir}`",
         f"- Model: `{first['model']}`" + (f" ({', '.join(sorted(trials['model'].unique()))})"
                                            if trials["model"].nunique() > 1 else ""),
+        *([f"- Oracle actors: {actors}"] if actors else []),
         f"- Data sets: {', '.join(data)}",
         f"- Seeds: {', '.join(str(s) for s in sorted(trials['seed'].unique()))}",
         f"- Methods: {'; '.join(kinds)}",
@@ -108,10 +128,12 @@ def _overview(sweep_dir: Path, trials: pd.DataFrame) -> list[str]:
         lines.append(f"- Budget units differ between methods ({', '.join(sorted(units))}): "
                      "methods are compared only within one unit; tables and figures are "
                      "grouped by unit.")
+    chosen = ("the highest mean validation accuracy" if info.metric == "val_acc"
+              else "the lowest mean validation loss")
     lines += ["", "Protocol: a setting is one hyperparameter sample (`sample_id`) run with "
               "every seed. At each budget level B every trial counts with its last checkpoint "
-              "that used at most B queries; each method's setting with the highest mean "
-              "validation accuracy over seeds is chosen, and its validation and test accuracy "
+              f"that used at most B queries; each method's setting with {chosen} "
+              "over seeds is chosen (`[search] metric`), and its validation and test accuracy "
               "are reported as mean ± std over seeds (ddof 1; no ± for one seed). Test accuracy "
               "is never used to choose. Failed trials are left out; trials stopped early count "
               "with the checkpoints they reached.", ""]
@@ -190,10 +212,13 @@ def _group_section(key: tuple, trials: pd.DataFrame, best: pd.DataFrame,
 
 def render_markdown(sweep_dir: Path, trials: pd.DataFrame, best: pd.DataFrame,
                     qt: pd.DataFrame, figures: Sequence[tuple[str, str]],
-                    target: float | None = None, sections: Sequence[str] = ()) -> str:
+                    target: float | None = None, sections: Sequence[str] = (),
+                    info: SweepInfo | None = None) -> str:
     """The Markdown report: overview, failed trials, ``sections`` (lines: the main tables,
-    hyperparameter importance), a section per group, the figures."""
-    lines = _overview(sweep_dir, trials)
+    hyperparameter importance), a section per group, the figures. ``info``: the sweep's
+    ``sweep.json`` (None: what a folder from before it ran with)."""
+    info = info if info is not None else SweepInfo(name=Path(sweep_dir).name)
+    lines = _overview(sweep_dir, trials, info)
     lines += list(sections)
     summary = target_summary(qt)
     if len(summary):

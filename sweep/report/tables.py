@@ -114,7 +114,8 @@ def checkpoint_table(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     Returns:
         One row per checkpoint with a measured validation accuracy: ``trial_id``,
         ``sample_id``, ``method``, ``seed``, ``black_box``, ``dataset``, ``shots``,
-        ``unit``, ``checkpoint``, ``queries``, ``val_acc``, ``test_acc``,
+        ``unit``, ``checkpoint``, ``queries``, ``val_acc``, ``test_acc``, ``val_loss``
+        (NaN where not measured: results before schema version 5),
         ``trial_budget`` (the trial's ``budget``) and ``per_budget``
         (:func:`per_budget_mask`); sorted by trial and checkpoint.
     """
@@ -129,9 +130,11 @@ def checkpoint_table(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
         mask = (cp["unit"] == unit).to_numpy()
         queries[mask] = cp.loc[mask, f"queries_{unit}"].to_numpy(dtype=float)
     cp["queries"] = queries
+    if "val_loss" not in cp:
+        cp["val_loss"] = np.nan
     cp = cp[cp["val_acc"].notna()]
     cols = ["trial_id", "sample_id", "method", "seed", "black_box", *GROUP, "checkpoint",
-            "queries", "val_acc", "test_acc", "trial_budget", "per_budget"]
+            "queries", "val_acc", "test_acc", "val_loss", "trial_budget", "per_budget"]
     return cp[cols].sort_values(["trial_id", "checkpoint"]).reset_index(drop=True)
 
 
@@ -184,7 +187,7 @@ def in_group(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
 
 _LEVEL_COLUMNS = [*GROUP, "method", "black_box", "per_budget", "fraction", "level_fraction",
                   "budget"]
-_SEED_COLUMNS = ["trial_id", "sample_id", "seed", "queries", "val_acc", "test_acc"]
+_SEED_COLUMNS = ["trial_id", "sample_id", "seed", "queries", "val_acc", "test_acc", "val_loss"]
 
 
 def _counted_checkpoints(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
@@ -253,13 +256,17 @@ def level_values(trials: pd.DataFrame, curves: pd.DataFrame,
 
 
 def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
-                  fractions: Sequence[float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
-    """The best setting of each method at each budget level, chosen by validation accuracy.
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                  metric: str = "val_acc") -> pd.DataFrame:
+    """The best setting of each method at each budget level, chosen on validation.
 
     Args:
         trials: the trials table (failed trials and zero-shot are left out here).
         curves: the curves table.
         fractions: budget levels as fractions of each group's budget.
+        metric: what chooses: the highest mean validation accuracy over seeds
+            (``val_acc``) or the lowest mean validation loss (``val_loss``), the sweep's
+            ``[search] metric`` (``sweep.json``).
 
     Returns:
         One row per group (``dataset``, ``shots``, ``unit``), method and budget
@@ -267,8 +274,8 @@ def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
         method's per-budget runs), ``fraction`` (the level over the group's
         largest), ``level_fraction`` (nominally: the fraction asked for, for a
         level read off the curves), ``budget`` (the level),
-        ``sample_id`` of the setting with the highest mean validation accuracy
-        over seeds at the level, ``n_seeds``, ``val_mean``, ``val_std``,
+        ``sample_id`` of the setting chosen by ``metric`` at the level, ``n_seeds``,
+        ``val_mean``, ``val_std``, ``val_loss_mean``,
         ``test_mean``, ``test_std`` (std over seeds, ddof 1: NaN for one seed),
         ``queries`` (mean queries at the checkpoints used), ``n_settings``
         (settings compared) and ``params`` (the setting's hyperparameters).
@@ -278,12 +285,15 @@ def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
     level_keys = [*GROUP, "method", "budget"]
     per = at.groupby([*level_keys, "sample_id"], sort=False).agg(
         n_seeds=("val_acc", "size"), val_mean=("val_acc", "mean"), val_std=("val_acc", "std"),
-        test_mean=("test_acc", "mean"), test_std=("test_acc", "std"),
-        queries=("queries", "mean")).reset_index()
+        val_loss_mean=("val_loss", "mean"), test_mean=("test_acc", "mean"),
+        test_std=("test_acc", "std"), queries=("queries", "mean")).reset_index()
     # Ties go to the setting with more seeds behind its mean, then to the first id:
-    # deterministic, and test accuracy never breaks a tie.
-    per = per.sort_values([*level_keys, "val_mean", "n_seeds", "sample_id"],
-                          ascending=[True] * len(level_keys) + [False, False, True])
+    # deterministic, and test accuracy never breaks a tie. A setting whose loss was not
+    # measured (NaN) comes last.
+    by, lowest = {"val_acc": ("val_mean", False), "val_loss": ("val_loss_mean", True)}[metric]
+    per = per.sort_values([*level_keys, by, "n_seeds", "sample_id"],
+                          ascending=[True] * len(level_keys) + [lowest, False, True],
+                          na_position="last")
     counts = per.groupby(level_keys).size().rename("n_settings").reset_index()
     chosen = per.groupby(level_keys, sort=False).head(1)
     out = levels.drop(columns="run").merge(chosen, on=level_keys, how="left").merge(
@@ -294,8 +304,8 @@ def best_settings(trials: pd.DataFrame, curves: pd.DataFrame,
     out["sample_id"] = out["sample_id"].astype(object).where(out["sample_id"].notna(), None)
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
     out["n_settings"] = out["n_settings"].fillna(0).astype(int)
-    cols = [*_LEVEL_COLUMNS, "sample_id", "n_seeds", "val_mean", "val_std", "test_mean",
-            "test_std", "queries", "n_settings", "params"]
+    cols = [*_LEVEL_COLUMNS, "sample_id", "n_seeds", "val_mean", "val_std", "val_loss_mean",
+            "test_mean", "test_std", "queries", "n_settings", "params"]
     return out[cols]
 
 

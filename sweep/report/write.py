@@ -14,7 +14,7 @@ from sweep.report.main_table import main_table, render_main_tables, white_box_no
 from sweep.report.markdown import render_markdown
 from sweep.report.tables import ZERO_SHOT, best_settings, queries_to_target, usable_trials
 from sweep.report.targets import render_targets, target_comparison
-from sweep.results import ResultsError, load_results
+from sweep.results import ResultsError, load_results, read_info
 from sweep.spec import TargetsSection
 
 __all__ = ["ReportError", "write_report"]
@@ -59,6 +59,10 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
             trials, curves = load_results(sweep_dir)
         except ResultsError as exc:
             raise ReportError(str(exc)) from None
+        try:
+            info = read_info(sweep_dir)  # the description, and the metric that selects
+        except ResultsError as exc:
+            raise ReportError(str(exc)) from None
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if trials.empty:
@@ -70,7 +74,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
 
-    best = best_settings(trials, curves)
+    best = best_settings(trials, curves, metric=info.metric)
     qt = queries_to_target(trials, curves, target, best)
     figures = write_figures(trials, curves, best, qt, out)
     main = main_table(trials, best)
@@ -81,14 +85,14 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None,
     if (frontier["method"] != ZERO_SHOT).any():
         figures.append(("frontier.png", plot_frontier(frontier, styles, out / "frontier.png")))
         write_csv(frontier, out / "frontier.png")
-    importances, groups = param_importances(trials, sweep_dir)
+    importances, groups = param_importances(trials, sweep_dir, info.metric)
     if len(importances):
         figures.append(("importance.png",
                         plot_importance(importances, styles, out / "importance.png")))
         write_csv(importances, out / "importance.png")
     sections = (render_main_tables(main) + white_box_note(trials)
                 + render_importance(importances, groups))
-    text = render_markdown(sweep_dir, trials, best, qt, figures, target, sections)
+    text = render_markdown(sweep_dir, trials, best, qt, figures, target, sections, info)
     if targets is not None:
         text += "\n" + render_targets(target_comparison(trials, curves, targets, best), targets)
     path = out / "report.md"

@@ -9,7 +9,8 @@ group's Optuna study lives in ``optuna.db`` (``study_storage`` gives its URL;
 Optuna: reports open fast on a laptop.
 """
 
-from sweep.results.files import STUDY_FILE, ResultsError, study_storage
+from sweep.results.files import ACTORS_FILE, STUDY_FILE, ResultsError, study_storage
+from sweep.results.info import INFO_FILE, SweepInfo, read_info, write_info
 from sweep.results.provenance import (
     Provenance,
     canonical_json,
@@ -44,7 +45,9 @@ from sweep.results.schema import (
 from sweep.results.writer import ResultsWriter
 
 __all__ = [
+    "ACTORS_FILE",
     "CURVES_SCHEMA",
+    "INFO_FILE",
     "PARAM_TYPES",
     "SCHEMA_VERSION",
     "STATUSES",
@@ -55,6 +58,7 @@ __all__ = [
     "ResultsWriter",
     "ScanResult",
     "SweepContents",
+    "SweepInfo",
     "TrialOutcome",
     "TrialRecord",
     "canonical_json",
@@ -65,10 +69,12 @@ __all__ = [
     "load_results",
     "package_versions",
     "query_column",
+    "read_info",
     "read_sweep",
     "remove_incomplete",
     "scan",
     "seed_status",
     "study_storage",
     "trials_schema",
+    "write_info",
 ]

@@ -5,6 +5,9 @@ Layout::
     <root>/<sweep>/trials/part-<trial_id>.parquet   one row: the trial
     <root>/<sweep>/curves/part-<trial_id>.parquet   one row per budget checkpoint
     <root>/<sweep>/optuna.db                        the groups' Optuna studies (``study_storage``)
+    <root>/<sweep>/sweep.json                       the sweep's description and metric (``info``)
+    <root>/<sweep>/actors.json                      where each oracle actor ran (``ACTORS_FILE``)
+    <root>/<sweep>/logs/<trial id>.log              a failed trial's traceback
 
 Each part is written to a hidden temporary file in its folder, fsynced and
 renamed into place (``write_atomic``), so a part either exists whole or not
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 
 from sweep.errors import ConfigError, PromptTuningError
 
-__all__ = ["PART", "STUDY_FILE", "TMP_SUFFIX", "TRIAL_ID", "ResultsError", "fsync_dir",
+__all__ = ["ACTORS_FILE", "PART", "STUDY_FILE", "TMP_SUFFIX", "TRIAL_ID", "ResultsError", "fsync_dir",
            "part_name", "probe", "results_error", "study_storage", "sweep_dir", "write_atomic"]
 
 #: A part file's name; its group ``id`` is the trial id.
@@ -34,6 +37,9 @@ TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TMP_SUFFIX = ".tmp"
 #: The SQLite file of the sweep's Optuna studies, one per sampling group (``sweep.tuning.studies``).
 STUDY_FILE = "optuna.db"
+#: Where each oracle actor ran (its node and device) and, once the sweep ends, what it did
+#: (JSON, written by the driver: ``sweep.tuning``).
+ACTORS_FILE = "actors.json"
 
 
 class ResultsError(PromptTuningError, OSError):

@@ -37,6 +37,10 @@ __all__ = ["ResultsWarning", "ScanResult", "SweepContents", "load_results", "rea
            "remove_incomplete", "scan"]
 
 
+#: The schema metadata key of the results schema version (``SCHEMA_VERSION``).
+_VERSION_KEY = b"promptsweep.schema_version"
+
+
 class ResultsWarning(UserWarning):
     """Part files were skipped on load because they do not read (a crash truncated them)."""
 
@@ -160,6 +164,8 @@ class SweepContents:
     trials: pd.DataFrame
     #: one row per checkpoint of a complete trial, sorted by trial id and checkpoint.
     curves: pd.DataFrame
+    #: the results schema versions its complete trials were written with ("": unknown).
+    schema_versions: frozenset[str] = frozenset()
 
     @property
     def skipped(self) -> list[Path]:
@@ -178,7 +184,9 @@ def read_sweep(sweep_dir: Path) -> SweepContents:
     trials_df = _to_frame(trials.values(), first.schema if first is not None else trials_schema({}),
                           ["trial_id"])
     curves_df = _to_frame(curves.values(), CURVES_SCHEMA, ["trial_id", "checkpoint"])
-    contents = SweepContents(result, trials_df, curves_df)
+    versions = frozenset((t.schema.metadata or {}).get(_VERSION_KEY, b"").decode()
+                         for t in trials.values())
+    contents = SweepContents(result, trials_df, curves_df, versions)
     trials_df.attrs["skipped"] = [str(p) for p in contents.skipped]
     return contents
 

@@ -51,7 +51,8 @@ def checkpoint_row(checkpoint: CheckpointRecord) -> dict[str, Any]:
     c = checkpoint
     return {"checkpoint": int(c.checkpoint), **{query_column(u): c.queries[u] for u in UNITS},
             "train_loss": _opt_float(c.train_loss), "val_acc": _opt_float(c.val_acc),
-            "test_acc": _opt_float(c.test_acc), "wall_s": _opt_float(c.wall_s)}
+            "test_acc": _opt_float(c.test_acc), "wall_s": _opt_float(c.wall_s),
+            "val_loss": _opt_float(c.val_loss)}
 
 
 def checkpoint_from_row(row: Mapping[str, Any]) -> CheckpointRecord:
@@ -65,7 +66,9 @@ def checkpoint_from_row(row: Mapping[str, Any]) -> CheckpointRecord:
             checkpoint=int(row["checkpoint"]),
             queries=QueryCounts(*(int(row[query_column(u)]) for u in UNITS)),
             train_loss=_float(row["train_loss"]), val_acc=_float(row["val_acc"]),
-            test_acc=_float(row["test_acc"]), wall_s=_float(row["wall_s"]))
+            test_acc=_float(row["test_acc"]), wall_s=_float(row["wall_s"]),
+            # absent from parts before schema version 5
+            val_loss=_float(row.get("val_loss")))
     except KeyError as exc:
         raise ConfigError(f"checkpoint row lacks {exc.args[0]!r}: {dict(row)}") from exc
 
@@ -90,6 +93,11 @@ class TrialOutcome:
     #: the run's own budget where the trial runs its setting once per budget level
     #: (``[budget] limits``); None: the trial's budget.
     budget: int | None = None
+    #: a failed seed's traceback, for the sweep's logs (not a column).
+    log: str | None = None
+    #: failed because an oracle actor could not be set up on its node: the sweep stops
+    #: and writes no row for it (not a column).
+    fatal: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able): what crosses from the worker to the driver."""
@@ -98,7 +106,8 @@ class TrialOutcome:
                 "checkpoints": [checkpoint_row(c) for c in self.checkpoints],
                 "stop_reasons": dict(self.stop_reasons),
                 "nonfinite_losses": self.nonfinite_losses, "wall_s": self.wall_s,
-                "restarts": self.restarts, "budget": self.budget}
+                "restarts": self.restarts, "budget": self.budget, "log": self.log,
+                "fatal": self.fatal}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialOutcome:
@@ -261,16 +270,20 @@ class TrialRecord:
     def _metrics(self) -> dict[str, float | None]:
         vals = [_opt_float(c.val_acc) for c in self.checkpoints]
         tests = [_opt_float(c.test_acc) for c in self.checkpoints]
+        losses = [_opt_float(c.val_loss) for c in self.checkpoints]
         measured = [v for v in vals if v is not None]
         best = max(measured) if measured else None
         # Honest selection: the test accuracy of the first checkpoint that reached
         # the best validation accuracy, never the best test accuracy.
         best_test = tests[vals.index(best)] if best is not None else None
+        measured_losses = [v for v in losses if v is not None]
         return {
             "best_val_acc": best,
             "best_val_test_acc": best_test,
             "final_val_acc": vals[-1] if vals else None,
             "final_test_acc": tests[-1] if tests else None,
+            "best_val_loss": min(measured_losses) if measured_losses else None,
+            "final_val_loss": losses[-1] if losses else None,
         }
 
     def trials_row(self, param_types: Mapping[str, str],

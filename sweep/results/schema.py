@@ -32,7 +32,9 @@ PARAM_TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "bool": pa.bool_(),
 }
-SCHEMA_VERSION = "4"  # 2: the restarts column; 3: method_version; 4: budget_run
+#: 2: the restarts column; 3: method_version; 4: budget_run; 5: val_loss (curves),
+#: best_val_loss and final_val_loss (trials).
+SCHEMA_VERSION = "5"
 #: How a trial's budget levels are obtained: "curve", read off its one run's checkpoints;
 #: "per-budget", a run planned for its ``budget`` alone, one of ``[budget] limits``.
 BUDGET_RUNS = ("curve", "per-budget")
@@ -71,6 +73,8 @@ _TRIALS_FIELDS: tuple[pa.Field, ...] = (
     _field("best_val_test_acc", pa.float64()),
     _field("final_val_acc", pa.float64()),
     _field("final_test_acc", pa.float64()),
+    _field("best_val_loss", pa.float64()),
+    _field("final_val_loss", pa.float64()),
     _field("stop_reasons", pa.string(), False),
     _field("nonfinite_losses", pa.int64(), False),
     _field("restarts", pa.int64(), False),
@@ -101,6 +105,7 @@ CURVES_SCHEMA = pa.schema(
         _field("val_acc", pa.float64()),
         _field("test_acc", pa.float64()),
         _field("wall_s", pa.float64()),
+        _field("val_loss", pa.float64()),
     ],
     metadata={"promptsweep.table": "curves", "promptsweep.schema_version": SCHEMA_VERSION},
 )

@@ -68,7 +68,9 @@ class SplitScorer:
     """Scores a recommended point on validation and test (the evaluation channel).
 
     ``evaluate(split, z, features)`` is the objective's channel; ``zero_shot(split)``
-    the oracle's template evaluation, used for methods flagged ``zero_shot``.
+    the oracle's template evaluation, used for methods flagged ``zero_shot``. What is
+    scored is what the method deploys: the prompt, or for methods that train on features
+    its logits through ``predict`` (an adapter's, a cache's).
     """
 
     def __init__(self, evaluate: Callable[[str, np.ndarray, bool], Evaluation],
@@ -76,19 +78,36 @@ class SplitScorer:
         self._evaluate = evaluate
         self._zero_shot = zero_shot
 
-    def __call__(self, method: Method, z: np.ndarray) -> tuple[float, float]:
-        return self.score(method, z, "val"), self.score(method, z, "test")
+    def __call__(self, method: Method, z: np.ndarray) -> tuple[float, float, float]:
+        """(validation accuracy, test accuracy, validation loss) of ``z``."""
+        val_acc, val_loss = self.measure(method, z, "val")
+        return val_acc, self.score(method, z, "test"), val_loss
 
     def score(self, method: Method, z: np.ndarray, split: str) -> float:
+        """The accuracy of ``z`` on ``split``."""
+        return self.measure(method, z, split)[0]
+
+    def measure(self, method: Method, z: np.ndarray, split: str) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy loss) of ``z`` on ``split``."""
         if getattr(method, "zero_shot", False):
             if self._zero_shot is None:
-                return float("nan")
-            return float(self._zero_shot(split).accuracies[0])
+                return float("nan"), float("nan")
+            ev = self._zero_shot(split)
+            return float(ev.accuracies[0]), float(ev.losses[0])
         if not method.needs_features:
-            return float(self._evaluate(split, z, False).accuracies[0])
+            ev = self._evaluate(split, z, False)
+            return float(ev.accuracies[0]), float(ev.losses[0])
         ev = self._evaluate(split, z, True)
-        logits = method.predict(ev)
-        return float(np.mean(np.argmax(logits, axis=-1) == ev.labels))
+        logits = np.asarray(method.predict(ev), dtype=np.float64)
+        labels = np.asarray(ev.labels)
+        return float(np.mean(np.argmax(logits, axis=-1) == labels)), _cross_entropy(logits, labels)
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The mean cross-entropy of (m, C) ``logits`` at ``labels``, as the oracle's losses are."""
+    top = logits.max(axis=-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=-1))
+    return float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
 
 
 def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = None,
@@ -101,7 +120,8 @@ def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = 
     Args:
         method: a fresh method, or the method of ``state``.
         objective: evaluates points and owns the budget.
-        scorer: scores the recommendation on val/test at checkpoints (None: nan).
+        scorer: scores the recommendation at checkpoints: (val accuracy, test accuracy,
+            val loss), as ``SplitScorer`` does (None: nan).
         checkpoints: number of budget checkpoints (the last is 100%, or the stop).
         state: where the run stands (``start_loop``; None: a fresh start). It is kept up to
             date: at each yield, the method, the objective's state and ``state`` are what a
@@ -115,10 +135,11 @@ def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = 
 
     def record() -> CheckpointRecord:
         z = method.recommend()
-        val, test = scorer(method, z) if scorer else (float("nan"), float("nan"))
+        nan = float("nan")
+        val, test, val_loss = scorer(method, z) if scorer else (nan, nan, nan)
         state.elapsed = time.perf_counter() - start
         rec = CheckpointRecord(len(records), objective.used, state.last_loss, val, test,
-                               state.elapsed)
+                               state.elapsed, val_loss)
         records.append(rec)
         return rec
 

@@ -12,7 +12,7 @@ from sweep.spec.default import DEFAULT_SPEC_TOML
 from sweep.spec.params import DEFAULT_SPACES, Param
 from sweep.spec.parser import load_spec, parse_spec
 from sweep.spec.sections import (
-    EMBEDDED_MODEL, EMBEDDED_SOURCE, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, BudgetSection,
+    EMBEDDED_MODEL, EMBEDDED_SOURCE, HF_HUB_PREFIX, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, BudgetSection,
     DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection, SweepSpec,
     TargetsSection,
 )
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_SPEC_TOML",
     "EMBEDDED_MODEL",
     "EMBEDDED_SOURCE",
+    "HF_HUB_PREFIX",
     "METRICS",
     "OVERRIDE_KEYS",
     "PRECISIONS",

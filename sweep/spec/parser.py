@@ -41,6 +41,7 @@ from sweep.spec.default import DEFAULT_SPEC_TOML
 from sweep.spec.sections import (
     EMBEDDED_MODEL,
     EMBEDDED_SOURCE,
+    HF_HUB_PREFIX,
     METRICS,
     PRECISIONS,
     SAMPLERS,
@@ -316,7 +317,7 @@ class _Parser(BudgetParsing):
         precision = (self.str_(table, "model", "precision", choices=PRECISIONS, what="precision")
                      if "precision" in table else None)
         embedded = name == EMBEDDED_MODEL
-        hub = name.startswith("hf-hub:")
+        hub = name.startswith(HF_HUB_PREFIX)
         if not embedded and not hub:
             known = _known_models()
             if known:
@@ -416,8 +417,8 @@ class _Parser(BudgetParsing):
         return ResourcesSection(
             concurrency=self.int_(table, "resources", "concurrency", d.concurrency, low=1),
             actors=actors,
-            gpus_per_actor=self.float_(table, "resources", "gpus_per_actor", d.gpus_per_actor,
-                                       low=0.0),
+            gpus_per_actor=(self.float_(table, "resources", "gpus_per_actor", low=0.0)
+                            if "gpus_per_actor" in table else None),
             cpus_per_actor=self.float_(table, "resources", "cpus_per_actor", d.cpus_per_actor,
                                        low=0.0),
             cache_gb=(self.float_(table, "resources", "cache_gb", above=0.0)

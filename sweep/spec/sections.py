@@ -17,7 +17,7 @@ from sweep.spec.published import published_budget
 from sweep.spec.spaces import MethodSpace
 
 __all__ = [
-    "EMBEDDED_MODEL", "EMBEDDED_SOURCE", "METRICS", "PRECISIONS", "SAMPLERS", "SCHEDULERS",
+    "EMBEDDED_MODEL", "EMBEDDED_SOURCE", "HF_HUB_PREFIX", "METRICS", "PRECISIONS", "SAMPLERS", "SCHEDULERS",
     "BudgetSection", "DataSection", "MethodSection", "ModelSpec", "ResourcesSection",
     "SearchSection", "SweepSpec",
 ]
@@ -28,6 +28,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: The tiny CLIP that ships with the package (``python -m sweep.pretrain_tiny`` trains it;
 #: its config and weights are in sweep/embedded/).
 EMBEDDED_MODEL = "promptsweep-tiny"
+#: The prefix of a model of the Hugging Face Hub (open_clip's): ``hf-hub:<org>/<repo>``, its
+#: config and weights read from the node's Hugging Face cache.
+HF_HUB_PREFIX = "hf-hub:"
 #: What error messages call the embedded default.
 EMBEDDED_SOURCE = "<embedded default>"
 #: Optuna samplers: TPE (the default) or random search (a baseline for TPE).
@@ -184,8 +187,10 @@ class ResourcesSection:
     concurrency: int = 1
     #: oracle actors, each holding one model resident on its device, >= 1.
     actors: int = 1
-    #: GPUs per oracle actor (fractions share a GPU), >= 0.
-    gpus_per_actor: float = 0.0
+    #: GPUs per oracle actor (fractions share a GPU), >= 0; left out: 1 for any model but the
+    #: embedded one, 0 for the embedded one (``SweepSpec.actor_gpus``). A request the cluster
+    #: cannot meet (no GPUs and no autoscaler to start them) fails before any actor starts.
+    gpus_per_actor: float | None = None
     #: CPUs per oracle actor, >= 0; 0 lets trials use every CPU of a small machine
     #: (trials and actors that each hold 1 of 2 CPUs wait for each other forever).
     cpus_per_actor: float = 0.0
@@ -282,6 +287,29 @@ class SweepSpec:
     methods: tuple[MethodSection, ...] = ()
     #: published accuracies to compare with (None: none).
     targets: TargetsSection | None = None
+
+    @property
+    def actor_gpus(self) -> float:
+        """GPUs each oracle actor asks for: ``[resources] gpus_per_actor`` when given, else one
+        for any model but the embedded one (a real CLIP on a CPU is 10-100x slower) and none
+        for the embedded one, which is made for CPUs.
+
+        The rule reads the specification alone, not the cluster: an autoscaling cluster's GPU
+        nodes are started on demand, so at launch it may show none (``clusters/gpu.yaml``).
+        """
+        explicit = self.resources.gpus_per_actor
+        if explicit is not None:
+            return explicit
+        return 0.0 if self.model.name == EMBEDDED_MODEL else 1.0
+
+    @property
+    def actor_gpus_source(self) -> str:
+        """Where ``actor_gpus`` comes from, in words for the plan and the launch line."""
+        if self.resources.gpus_per_actor is not None:
+            return "[resources] gpus_per_actor"
+        which = ("the embedded model" if self.model.name == EMBEDDED_MODEL
+                 else "a model other than the embedded one")
+        return f"the default for {which}: [resources] gpus_per_actor left out"
 
     def method(self, name: str) -> MethodSection:
         """The section of method ``name``.

@@ -11,7 +11,7 @@ by the driver only), and writes every finished trial through ``sweep.results``. 
 """
 
 from sweep.tuning.cost import DEVICES, Architecture, plan_cost
-from sweep.tuning.driver import ACTOR_REPORT, run_sweep, start_ray
+from sweep.tuning.driver import ACTOR_REPORT, PASSED_ENV, run_sweep, start_ray
 from sweep.tuning.groups import GROUP, SAMPLE, GroupedScheduler, GroupedSearcher, SettingSource
 from sweep.tuning.plan import Group, SweepPlan, plan_sweep
 from sweep.tuning.preflight import check_inputs
@@ -21,6 +21,7 @@ __all__ = [
     "ACTOR_REPORT",
     "DEVICES",
     "GROUP",
+    "PASSED_ENV",
     "SAMPLE",
     "Architecture",
     "Group",

@@ -4,8 +4,8 @@
 no image is read. The cost model is arithmetic on stated inputs, not a
 measurement:
 
-- the architecture comes from the model's open_clip config (ViT image towers
-  only): a transformer layer costs 24 W^2 FLOPs a token (its projections and
+- the architecture comes from the model's open_clip config (a hub model's
+  from the local Hugging Face cache; ViT image towers only): a transformer layer costs 24 W^2 FLOPs a token (its projections and
   MLP) plus 4 T W for attention over T tokens, the patch embedding
   2 x 3 x patch^2 x W a patch (FLOPs count 2 per multiply-add, as
   ``torch.utils.flop_counter`` does: ViT-B/32's image tower is 9.4 GFLOP an
@@ -41,7 +41,7 @@ from methods.subspace import ModelStats, Parametrisation
 from sweep.data import SPLIT_SIZES
 from sweep.errors import ConfigError
 from sweep.oracle import EMBEDDED_CONFIG
-from sweep.spec import EMBEDDED_MODEL, ModelSpec, SweepSpec
+from sweep.spec import EMBEDDED_MODEL, HF_HUB_PREFIX, ModelSpec, SweepSpec
 from sweep.tuning.plan import Group, SweepPlan
 
 __all__ = ["DEVICES", "SPLIT_SIZES", "Architecture", "Device", "GroupCost", "plan_cost"]
@@ -88,14 +88,18 @@ class Architecture:
 
     @classmethod
     def of(cls, model: ModelSpec) -> Architecture:
-        """From the model's open_clip config file (never importing open_clip).
+        """From the model's open_clip config file (never importing open_clip): open_clip's own,
+        a hub model's in the local Hugging Face cache, or the embedded model's.
 
         Raises:
-            ConfigError: no config is known for the name, or its image tower is not a ViT.
+            ConfigError: no config is known for the name (a hub model not in the cache), or
+                its image tower is not a ViT.
         """
         path = (Path(model.config) if model.config else EMBEDDED_CONFIG
-                if model.name == EMBEDDED_MODEL else _open_clip_config(model.name))
+                if model.name == EMBEDDED_MODEL else _hub_config(model.name)
+                if model.name.startswith(HF_HUB_PREFIX) else _open_clip_config(model.name))
         cfg = json.loads(path.read_text())
+        cfg = cfg.get("model_cfg", cfg)  # a hub model's config holds it with its preprocessing
         vision, text = cfg["vision_cfg"], cfg["text_cfg"]
         if not isinstance(vision.get("layers"), int) or not vision.get("patch_size"):
             raise ConfigError(f"the cost model knows ViT image towers only; {model.name} has none")
@@ -115,6 +119,18 @@ class Architecture:
         w, t = self.vision_width, 1 + self.patches + n_visual
         layers = self.vision_layers * t * (24 * w * w + 4 * t * w)
         return layers + self.patches * 2 * 3 * self.patch ** 2 * w + 2 * w * self.embed_dim
+
+
+def _hub_config(name: str) -> Path:
+    """The config of hub model ``name`` in this machine's Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = name.removeprefix(HF_HUB_PREFIX)
+    found = try_to_load_from_cache(repo, "open_clip_config.json")
+    if not isinstance(found, str):
+        raise ConfigError(f"the cost model needs {name}'s open_clip_config.json, which is not in "
+                          "this machine's Hugging Face cache ($HF_HOME)")
+    return Path(found)
 
 
 def _open_clip_config(name: str) -> Path:
@@ -201,7 +217,7 @@ def plan_cost(plan: SweepPlan, device: Device) -> str:
     arch = Architecture.of(plan.spec.model)
     costs = [group_cost(plan.spec, g, arch, device) for g in plan.groups]
     res = plan.spec.resources
-    gpus = res.actors * res.gpus_per_actor
+    gpus = res.actors * plan.spec.actor_gpus
     lines = [f"cost on {device.name} ({device.bf16_tflops:g} bf16 / {device.fp32_tflops:g} fp32 "
              f"TFLOP/s peak at {EFFICIENCY:.0%}, {OVERHEAD_S * 1e3:g} ms a request; "
              "sweep.tuning.cost states the model):",
@@ -218,5 +234,6 @@ def plan_cost(plan: SweepPlan, device: Device) -> str:
         lines.append(f"  wall time on {gpus:g} GPUs at concurrency {res.concurrency}: at least "
                      f"{total / busy / 3600:.2f} hours")
     else:
-        lines.append("  no GPUs in [resources] (gpus_per_actor = 0): no wall-time estimate")
+        lines.append(f"  oracle actors on CPUs ({plan.spec.actor_gpus_source}): no wall-time "
+                     "estimate")
     return "\n".join(lines)

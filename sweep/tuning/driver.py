@@ -7,12 +7,21 @@ seeded) over its method's search space and scheduled by its own scheduler
 (``sweep.tuning.groups``); each trial runs every seed of its setting in
 lockstep (``sweep.tuning.trial``). Trials only report; ``ResultsCallback``,
 in the driver, turns each finished trial into one row per seed and writes
-the part files. Selection uses validation accuracy only. The studies live in
+the part files. Selection uses the validation split only (``[search] metric``:
+its accuracy or its loss). The studies live in
 ``results/<sweep>/optuna.db`` (``sweep.tuning.studies``): a fresh sweep starts
 without any, a resumed one rebuilds them from its tables first.
 
-The launch fails with one line when the oracle actors have not started after
-``[resources] placement_timeout_s`` (the GPUs they ask for never came). A
+Each oracle actor asks for ``SweepSpec.actor_gpus`` GPUs; a request the
+cluster can never meet (no GPUs, and no autoscaler to start them) fails at
+once, with one line (``sweep.tuning.placement``), and on an autoscaling
+cluster the launch fails with one line when the actors have not started after
+``[resources] placement_timeout_s`` (the GPUs they ask for never came). An
+actor that cannot be set up on its node (its device, model, cache folder or
+data root: ``ActorSetupError``) stops the sweep, at its start or when a
+trial first meets it, and so does a sweep whose every trial failed
+(``SweepFailedError``); a failure's traceback is kept in
+``results/<sweep>/logs/`` and its last lines shown. A
 trial keeps its state at every budget checkpoint (``sweep.checkpoints``), so
 a trial whose process is lost is started again by Tune
 (``[resources] trial_restarts``) and goes on from there, as does a trial cut
@@ -21,6 +30,7 @@ short by the launcher's end, on ``--resume``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import zlib
@@ -30,16 +40,22 @@ from tqdm import tqdm
 
 import methods
 from sweep.checkpoints import CheckpointStore, remove_checkpoint
-from sweep.oracle import OraclePool, OracleServer, PlacementError
-from sweep.results import ResultsWriter, remove_incomplete
+from sweep.data import DATASETS
+from sweep.errors import ConfigError, PromptTuningError
+from sweep.oracle import ActorSetupError, OraclePool, OracleServer, PlacementError
+from sweep.results import ACTORS_FILE, ResultsWriter, SweepInfo, remove_incomplete, write_info
 from sweep.spec import SweepSpec
-from sweep.tuning.callbacks import ResultsCallback, stop_on_error, tune_callback
+from sweep.tuning.callbacks import LOGS, ResultsCallback, keep_log, stop_on_error, tune_callback
 from sweep.tuning.groups import GroupedScheduler, GroupedSearcher, SettingSource
+from sweep.tuning.placement import capacity, check_gpus
 from sweep.tuning.plan import Group, plan_sweep
 from sweep.tuning.preflight import check_inputs
 from sweep.tuning.trial import TrialSetting, tune_trainable
 
-__all__ = ["ACTOR_REPORT", "run_sweep", "start_ray"]
+__all__ = ["ACTOR_REPORT", "PASSED_ENV", "run_sweep", "start_ray"]
+
+#: The launcher's environment variables every actor and trial gets (``start_ray``).
+PASSED_ENV = ("HF_HUB_OFFLINE",)
 
 
 def _source(spec: SweepSpec, group: Group, storage) -> SettingSource:
@@ -62,7 +78,8 @@ def _source(spec: SweepSpec, group: Group, storage) -> SettingSource:
     attrs = {"method": group.method, "dataset": group.dataset, "shots": group.shots,
              "seeds": list(group.seeds)}
     return SettingSource(group.samples, group.offset,
-                         GroupSearch(group.space, sampler, storage, group.tag, attrs))
+                         GroupSearch(group.space, sampler, storage, group.tag, attrs,
+                                     spec.search.metric, spec.search.mode))
 
 
 def _scheduler(spec: SweepSpec, group: Group):
@@ -83,7 +100,6 @@ def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, floa
     """Each group's estimated device seconds and requests a trial (``sweep.tuning.cost``, on an
     A10G: only their ratios matter), or None where the cost model does not know the model or
     a data set."""
-    from sweep.errors import ConfigError
     from sweep.tuning.cost import DEVICES, Architecture, group_cost
 
     try:
@@ -94,8 +110,14 @@ def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, floa
     return [(c.gpu_s / max(1, c.trials), c.requests / max(1, c.trials)) for c in costs]
 
 
-def start_ray(address: str | None = None) -> None:
-    """Join a cluster (``address``), or start a private local Ray on the loopback address."""
+def start_ray(address: str | None = None) -> bool:
+    """Join a cluster (``address``), or start a private local Ray on the loopback address;
+    returns whether it started one (False: Ray was running in this process, or joined).
+
+    ``HF_HUB_OFFLINE`` reaches every actor and trial through the job's runtime environment:
+    on a cluster they would otherwise have the environment of the node's raylet, not this
+    process's. The launcher sets it to 1 unless the user did.
+    """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -106,13 +128,17 @@ def start_ray(address: str | None = None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
-        return
+        return False
+    passed = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    runtime_env = {"env_vars": passed} if passed else None
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
-                 _node_ip_address="127.0.0.1", log_to_driver=False,
-                 object_store_memory=512 * 1024 * 1024)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 runtime_env=runtime_env)
+        return False
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+             _node_ip_address="127.0.0.1", log_to_driver=False,
+             object_store_memory=512 * 1024 * 1024, runtime_env=runtime_env)
+    return True
 
 
 def _checkpoint_store(results_dir: Path):
@@ -125,21 +151,23 @@ def _checkpoint_store(results_dir: Path):
         str(results_dir.resolve()))
 
 
-#: What each oracle actor did, written beside the results at the end of a sweep.
-ACTOR_REPORT = "actors.json"
+#: Where each oracle actor runs, written beside the results when they start, and what each
+#: did, at the end of the sweep.
+ACTOR_REPORT = ACTORS_FILE
+
 
 
 def _write_actor_report(pool: OraclePool, path: Path) -> None:
-    """Each actor's requests, forwards, device cache and queueing delays (``ServerBase``)."""
-    import json
-
+    """Each actor's place, requests, forwards, device cache and queueing delays
+    (``ServerBase``)."""
     import ray
 
     pool.refresh()  # the replacements of actors gone for good
     reports = []
     for actor in pool.actors:
         try:
-            reports.append({**ray.get(actor.memory.remote()), **ray.get(actor.queueing.remote())})
+            reports.append({**ray.get(actor.place.remote()), **ray.get(actor.memory.remote()),
+                            **ray.get(actor.queueing.remote())})
         except ray.exceptions.RayActorError as exc:  # died since its last request: say so
             reports.append({"error": str(exc).strip().splitlines()[0]})
     path.write_text(json.dumps({"actors": reports}, indent=1) + "\n")
@@ -183,25 +211,41 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     if not plan.groups:
         return plan.results_dir
     writer = ResultsWriter(Path(results_root), spec.name, plan.param_types)
-    start_ray(address)
+    started_here = start_ray(address)
+    gpus = spec.actor_gpus
+    try:  # a GPU request the cluster can never meet fails here, before any wait
+        print(check_gpus(gpus, spec.resources.actors, capacity(started_here, address),
+                         spec.actor_gpus_source))
+    except ConfigError:
+        writer.remove_if_empty()
+        raise
+    on_disk = tuple((d, spec.data.root) for d in spec.data.datasets if DATASETS[d].needs_root)
     pool = OraclePool(spec.model, spec.resources.actors,
-                      gpus_per_actor=spec.resources.gpus_per_actor,
-                      cpus_per_actor=spec.resources.cpus_per_actor,
+                      gpus_per_actor=gpus, cpus_per_actor=spec.resources.cpus_per_actor,
                       pixel_folder=spec.data.cache, cache_bytes=spec.resources.cache_bytes,
                       actors_per_task=spec.resources.actors_per_task,
                       merge_wait_s=spec.resources.merge_wait_ms / 1000, server=server,
-                      unavailable_timeout_s=spec.resources.placement_timeout_s)
+                      unavailable_timeout_s=spec.resources.placement_timeout_s, tasks=on_disk)
     try:
-        pool.wait_started(spec.resources.placement_timeout_s)
+        places = pool.wait_started(spec.resources.placement_timeout_s)
     except PlacementError:
         writer.remove_if_empty()  # a launch that never started leaves no results folder
         raise
+    except ActorSetupError as exc:  # kept with the results: the sweep is there to resume
+        path, tail = keep_log(plan.results_dir, "actor-setup", f"{exc}\n\n{exc.details}")
+        print(f"an oracle actor could not be set up; the last lines of its log ({path}):\n{tail}")
+        raise
+    print(describe_places(places))
+    # For the report: the description and metric, and where the actors run.
+    write_info(plan.results_dir, SweepInfo.of(spec))
+    (plan.results_dir / ACTOR_REPORT).write_text(json.dumps({"actors": places}, indent=1) + "\n")
     store = _checkpoint_store(plan.results_dir)
     # The studies' storage (optuna.db), where some group samples its settings.
     storage = (open_storage(plan.results_dir) if any(
         not g.sample_id and not g.space.samples_nothing for g in plan.groups) else None)
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
-    counters = {"queries": 0, "best_val": float("-inf"), "failed": 0}
+    counters = {"queries": 0, "best_val": float("-inf"), "failed": 0, "rows": 0,
+                "first_error": None}
     callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
     costs = _trial_costs(spec, plan.groups)
     # A trial's requests run one after another, each waiting its turn at the actors: under a
@@ -221,10 +265,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         # done, each group with its own study and scheduler (sweep.tuning.groups).
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(tune_trainable, context=context), {"cpu": 1}),
-            tune_config=tune.TuneConfig(metric="val_acc", mode="max",
+            tune_config=tune.TuneConfig(metric=spec.search.metric, mode=spec.search.mode,
                                         search_alg=GroupedSearcher(
                                             [_source(spec, g, storage) for g in plan.groups],
-                                            "val_acc", "max",
+                                            spec.search.metric, spec.search.mode,
                                             None if costs is None else [d for d, _ in costs]),
                                         scheduler=GroupedScheduler(
                                             [_scheduler(spec, g) for g in plan.groups]),
@@ -251,4 +295,23 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         ray.kill(store)
     print(f"done: {plan.trials} trials, {counters['failed']} failed, {counters['queries']:,} queries; "
           f"results in {plan.results_dir}")
+    if counters["rows"] and counters["failed"] == counters["rows"]:
+        raise SweepFailedError(
+            f"every one of the sweep's {counters['rows']} trials failed (first: "
+            f"{counters['first_error']}); their rows are in {plan.results_dir}, their logs in "
+            f"{plan.results_dir / LOGS}")
     return plan.results_dir
+
+
+def describe_places(places: list[dict]) -> str:
+    """The launch line that says where the oracle actors run: each node's devices."""
+    by_node: dict[str, list[str]] = {}
+    for place in places:
+        by_node.setdefault(str(place.get("node", "?")), []).append(str(place.get("device", "?")))
+    nodes = "; ".join(f"{node}: {', '.join(devices)}" for node, devices in by_node.items())
+    plural = "s" if len(by_node) != 1 else ""
+    return f"oracle actors started on {len(by_node)} node{plural} ({nodes})"
+
+
+class SweepFailedError(PromptTuningError, RuntimeError):
+    """Every trial of the sweep failed: its rows hold the errors, its logs the tracebacks."""

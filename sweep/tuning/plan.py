@@ -20,7 +20,7 @@ from typing import Any
 import methods
 from sweep.checkpoints import CHECKPOINTS
 from sweep.errors import ConfigError
-from sweep.results import ResultsWarning, ScanResult, SweepContents, read_sweep
+from sweep.results import SCHEMA_VERSION, ResultsWarning, ScanResult, SweepContents, read_sweep
 from sweep.spec import BudgetSection, MethodSpace, SweepSpec, param_columns
 
 __all__ = ["Group", "SweepPlan", "group_tag", "plan_sweep", "sample_index"]
@@ -102,7 +102,11 @@ class SweepPlan:
         return param_columns(self.spec.method(m).space for m in self.spec.search.methods)
 
     def describe(self) -> str:
-        lines = [f"sweep {self.spec.name!r} -> {self.results_dir}"]
+        spec = self.spec
+        gpus = spec.actor_gpus
+        lines = [f"sweep {spec.name!r} -> {self.results_dir}",
+                 f"  oracle actors: {spec.resources.actors} x "
+                 f"{f'{gpus:g} GPU' if gpus else 'CPU'} ({spec.actor_gpus_source})"]
         for g in self.groups:
             if g.sample_id:
                 seeds = ", ".join(map(str, g.seeds))
@@ -140,6 +144,8 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                 f"{results_dir} already holds {len(contents.scan.complete)} trials and "
                 f"{len(checkpoints)} checkpoints; pass --resume to complete it, or give the "
                 "sweep another name")
+        if resume:
+            _refuse_older_schemas(results_dir, contents.schema_versions)
         _refuse_other_versions(results_dir, contents.trials)
         for (m, d, s), rows in contents.trials.groupby(["method", "dataset", "shots"]):
             done[(m, d, int(s))] = rows["sample_id"].nunique()
@@ -175,6 +181,17 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                                              spec.data.seeds, todo,
                                              first, done=have))
     return plan
+
+
+def _refuse_older_schemas(results_dir: Path, versions: frozenset[str]) -> None:
+    """Raise where trials of ``results_dir`` were written with another results schema: resuming
+    would give one folder two schemas (the report reads either; ``results/README.md``)."""
+    other = sorted(v or "unknown" for v in versions - {SCHEMA_VERSION})
+    if other:
+        raise ConfigError(
+            f"{results_dir} was written with results schema {', '.join(other)} and this "
+            f"promptsweep writes schema {SCHEMA_VERSION}: --resume cannot add to it; run the "
+            "sweep under another name (python -m sweep.report still reads it)")
 
 
 def _refuse_other_versions(results_dir: Path, trials) -> None:

@@ -1,11 +1,11 @@
 """Each sampling group's Optuna study, stored with the results in ``results/<sweep>/optuna.db``.
 
 One study per group whose space samples something, named by the group's tag
-(``bbt-digits-16shot``), direction maximize, its objective the validation
-accuracy a trial reports (``val_acc``: the mean over seeds at the setting's
-last checkpoint). Each Optuna trial is one setting, with user attrs
-``sample_id``, ``method``, ``dataset``, ``shots`` and ``seeds``, and as
-intermediate values the ``val_acc`` it reported at each checkpoint, the step
+(``bbt-digits-16shot``), its objective the sweep's ``[search] metric`` as a
+trial reports it (``val_acc``, maximised, or ``val_loss``, minimised: the mean
+over seeds at the setting's last checkpoint). Each Optuna trial is one
+setting, with user attrs ``sample_id``, ``method``, ``dataset``, ``shots`` and
+``seeds``, and as intermediate values the metric it reported at each checkpoint, the step
 being the queries used (``queries``, in the group's budget unit). A setting
 ends as its rows in the trials table say: PRUNED when ASHA stopped it (a row
 ``stopped``; Optuna gives it its last intermediate value), FAIL when every
@@ -58,13 +58,13 @@ from sweep.results import (
 from sweep.spec import MethodSpace, SweepSpec
 from sweep.tuning.groups import SAMPLE
 from sweep.tuning.plan import SweepPlan, group_tag, sample_index
-from sweep.tuning.trial import sample_id_of
+from sweep.tuning.trial import UNMEASURED, sample_id_of
 
-__all__ = ["DIRECTION", "LOCK_TIMEOUT_S", "GroupSearch", "open_storage", "prepare_studies",
+__all__ = ["DIRECTIONS", "LOCK_TIMEOUT_S", "GroupSearch", "open_storage", "prepare_studies",
            "record_repairs", "record_settings", "remove_storage", "study_state"]
 
-#: The studies' direction: their objective is a validation accuracy.
-DIRECTION = "maximize"
+#: The studies' direction for each mode of ``[search] metric``.
+DIRECTIONS = {"max": "maximize", "min": "minimize"}
 #: How long a write waits for a reader's lock (optuna-dashboard's) before it fails.
 LOCK_TIMEOUT_S = 60
 
@@ -122,11 +122,13 @@ class GroupSearch(OptunaSearch):
         storage: the sweep's storage (``open_storage``).
         tag: the group's tag, its study's name.
         attrs: user attrs of every trial (method, data set, shots, seeds).
+        metric, mode: what the trials' reports are judged by, and its direction.
     """
 
     def __init__(self, space: MethodSpace, sampler: optuna.samplers.BaseSampler,
-                 storage: optuna.storages.BaseStorage, tag: str, attrs: Mapping[str, Any]) -> None:
-        super().__init__(space=space, metric="val_acc", mode="max", sampler=sampler,
+                 storage: optuna.storages.BaseStorage, tag: str, attrs: Mapping[str, Any],
+                 metric: str = "val_acc", mode: str = "max") -> None:
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler,
                          study_name=tag, storage=storage)
         self._tag, self._attrs = tag, dict(attrs)
         self._latest: dict[str, dict[str, Any]] = {}  # each running trial's last result
@@ -157,7 +159,8 @@ class GroupSearch(OptunaSearch):
         step, steps = int(result["queries"]), self._steps.setdefault(trial_id, set())
         if step not in steps:  # a report at the same query count adds nothing new
             steps.add(step)
-            self._guarded(lambda: self._ot_trials[trial_id].report(float(result["val_acc"]), step))
+            self._guarded(lambda: self._ot_trials[trial_id].report(float(result[self._metric]),
+                                                                   step))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -175,7 +178,7 @@ class GroupSearch(OptunaSearch):
         last = result or self._latest.get(trial_id) or {}
         # As ResultsCallback writes the rows: no outcomes, every seed failed.
         state = study_state([seed_status(o["status"], error) for o in last.get("outcomes", ())])
-        value = float(last["val_acc"]) if state == StudyState.COMPLETE else None
+        value = float(last[self._metric]) if state == StudyState.COMPLETE else None
         self._guarded(lambda: self._ot_study.tell(self._ot_trials[trial_id], value, state=state))
         self._completed_trials.add(trial_id)
         self._latest.pop(trial_id, None)
@@ -185,17 +188,18 @@ class GroupSearch(OptunaSearch):
 # ---------------------------------------------------------------- from the tables
 
 
-def reports(seed_curves: Iterable[pd.DataFrame], unit: str) -> list[tuple[int, float]]:
-    """(queries, val_acc) of each report of a setting, from its seeds' curves (each sorted
+def reports(seed_curves: Iterable[pd.DataFrame], unit: str,
+            metric: str = "val_acc") -> list[tuple[int, float]]:
+    """(queries, metric) of each report of a setting, from its seeds' curves (each sorted
     by checkpoint, in the order of the trial's seeds), as ``trial.summary`` made them: the
     mean over seeds of each seed's latest checkpoint, the most queries of them."""
-    curves = [(c["val_acc"].to_numpy(float), c[query_column(unit)].to_numpy())
+    curves = [(c[metric].to_numpy(float), c[query_column(unit)].to_numpy())
               for c in seed_curves if len(c)]
     out = []
     for k in range(max((len(v) for v, _ in curves), default=0)):
         val = float(np.mean([float(v[min(k, len(v) - 1)]) for v, _ in curves]))
         out.append((int(max(q[min(k, len(q) - 1)] for _, q in curves)),
-                    -1.0 if math.isnan(val) else val))  # as tune_trainable reports a NaN
+                    UNMEASURED[metric] if math.isnan(val) else val))  # as tune_trainable does
     return out
 
 
@@ -206,7 +210,7 @@ def _local(ts: pd.Timestamp, seconds: float = 0.0) -> datetime.datetime:
 
 
 def _setting_trial(space: MethodSpace, rows: list[dict[str, Any]], curves: list[pd.DataFrame],
-                   attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+                   attrs: dict[str, Any], metric: str) -> optuna.trial.FrozenTrial:
     """One setting's finished trial, from its rows (one per seed) and their curves.
 
     Raises:
@@ -219,12 +223,12 @@ def _setting_trial(space: MethodSpace, rows: list[dict[str, Any]], curves: list[
         warnings.simplefilter("ignore")  # a value out of range: the trial check below says so
         space(fixed)
     steps: dict[int, float] = {}
-    for step, value in reports(curves, rows[0]["budget_unit"]):
+    for step, value in reports(curves, rows[0]["budget_unit"], metric):
         steps.setdefault(step, value)  # as Optuna keeps a step's first report
     state = study_state(r["status"] for r in rows)
     value = None
     if state == StudyState.COMPLETE or (state == StudyState.PRUNED and steps):
-        value = steps[max(steps)] if steps else -1.0
+        value = steps[max(steps)] if steps else UNMEASURED[metric]
     started = min(_local(r["started_at"]) for r in rows)
     ended = max(_local(r["started_at"], r["wall_s"]) for r in rows)
     return optuna.trial.FrozenTrial(
@@ -266,12 +270,14 @@ def record_settings(storage: optuna.storages.BaseStorage, spec: SweepSpec, trial
             attrs = {"sample_id": sample_id, "method": method, "dataset": dataset,
                      "shots": int(shots), "seeds": [int(r["seed"]) for r in rows]}
             if study is None:
-                study = optuna.create_study(storage=storage, study_name=tag, direction=DIRECTION,
+                study = optuna.create_study(storage=storage, study_name=tag,
+                                            direction=DIRECTIONS[spec.search.mode],
                                             load_if_exists=True)
             empty = curves.iloc[:0]
             try:  # add_trial checks each value against its distribution first
                 study.add_trial(_setting_trial(space, rows, [by_trial.get(r["trial_id"], empty)
-                                                             for r in rows], attrs))
+                                                             for r in rows], attrs,
+                                               spec.search.metric))
             except ValueError as exc:
                 warnings.warn(f"setting {sample_id} is left out of its study: {exc}",
                               ResultsWarning, stacklevel=2)

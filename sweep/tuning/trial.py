@@ -9,7 +9,9 @@ mean validation accuracy over seeds at the same query count, the time axis
 of ASHA. Selection uses validation accuracy only.
 
 ``run_setting`` is plain Python (no Ray) and yields one report per
-checkpoint; ``tune_trainable`` is the Ray Tune function around it. At each
+checkpoint; ``tune_trainable`` is the Ray Tune function around it; its reports carry the
+mean over seeds of ``val_acc`` and ``val_loss``, either of which the sweep's
+``[search] metric`` selects by. At each
 checkpoint the trial's state (``TrialState``) goes to the sweep's checkpoint
 store (``sweep.checkpoints``), and a trial that finds a checkpoint of its
 setting goes on from there: the same final result as a run never stopped
@@ -22,6 +24,7 @@ import dataclasses
 import math
 import pickle
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,14 +35,14 @@ import methods
 from sweep.budget import BudgetSpec, CheckpointRecord
 from sweep.data import few_shot, load_dataset
 from sweep.errors import ConfigError
-from sweep.oracle import OraclePool, TaskKey
+from sweep.oracle import ActorSetupError, OraclePool, TaskKey
 from sweep.results import TrialOutcome
 from sweep.run import LoopState, PromptObjective, RunResult, assemble, iter_run, layout_of, start_loop
 from sweep.spec import ModelSpec
 from sweep.tuning.groups import GROUP, SAMPLE
 
-__all__ = ["SeedOutcome", "TrialSetting", "TrialState", "run_setting", "sample_id_of",
-           "tune_trainable"]
+__all__ = ["UNMEASURED", "SeedOutcome", "TrialSetting", "TrialState", "run_setting",
+           "sample_id_of", "tune_trainable"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class SeedOutcome:
     records: list[CheckpointRecord] = field(default_factory=list)
     status: str = "running"  # running | ok | failed
     error: str | None = None
+    #: a failed seed's traceback (the actor's too, where it failed there): the sweep's logs.
+    log: str = ""
+    #: failed because an oracle actor could not be set up on its node: the sweep stops.
+    fatal: bool = False
     result: RunResult | None = None
     device: str = ""
     started_at: float = field(default_factory=time.time)
@@ -113,6 +120,7 @@ class SeedOutcome:
             started_at=self.started_at, checkpoints=tuple(self.records),
             stop_reasons={} if result is None else {k: str(v) for k, v in result.stop_reasons.items()},
             nonfinite_losses=self.nonfinite_losses, restarts=self.restarts,
+            log=self.log or None, fatal=self.fatal,
             # the trial's own time, setup included: started_at + wall_s is when it ended
             wall_s=None if result is None or self.ended_at is None
             else self.ended_at - self.started_at, budget=self.budget)
@@ -214,6 +222,10 @@ def run_setting(setting: TrialSetting, pool: OraclePool | None = None,
 def _fail(out: SeedOutcome, exc: BaseException) -> None:
     out.status = "failed"
     out.error = f"{type(exc).__name__}: {exc}"
+    out.log = "".join(traceback.format_exception(exc))
+    if isinstance(exc, ActorSetupError):
+        out.fatal = True
+        out.log += f"\nOn the oracle actor:\n{exc.details}"
     out.result = out.method = out.loop = None
 
 
@@ -223,12 +235,19 @@ def summary(outcomes: list[SeedOutcome], unit: str) -> dict[str, float]:
     full = max((o.budget for o in outcomes if o.budget is not None), default=None)
     latest = [o.records[-1] for o in outcomes if o.records and o.budget in (None, full)]
     if not latest:
-        return {"val_acc": float("nan"), "test_acc": float("nan"), "queries": 0}
+        return {"val_acc": float("nan"), "val_loss": float("nan"), "test_acc": float("nan"),
+                "queries": 0}
     return {
         "val_acc": float(np.mean([r.val_acc for r in latest])),
+        "val_loss": float(np.mean([r.val_loss for r in latest])),
         "test_acc": float(np.mean([r.test_acc for r in latest])),
         "queries": int(max(r.queries[unit] for r in latest)),
     }
+
+
+#: What a trial reports for a selection metric no seed measured (every one failed): the worst
+#: value for ASHA, never selected.
+UNMEASURED = {"val_acc": -1.0, "val_loss": float("inf")}
 
 
 def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
@@ -261,9 +280,10 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
             ray.get(store.put.remote(sample_id, state.to_bytes()))
         report = {**metrics, "checkpoint": checkpoint, "done": done,
                   "outcomes": [o.report().to_dict() for o in outcomes]}
-        if math.isnan(report["val_acc"]):
-            # every seed failed: worst for ASHA, never selected; FAIL in the group's study
-            report["val_acc"] = -1.0
+        for metric, worst in UNMEASURED.items():
+            if math.isnan(report[metric]):
+                # every seed failed: worst for ASHA, never selected; FAIL in the group's study
+                report[metric] = worst
         tune.report(report)
 
 
