@@ -60,7 +60,7 @@ def test_without_augmentation_and_epoch_batches_a_run_is_as_before(tiny_vit, nam
 
 
 def test_views_are_randomresizedcrop_boxes_and_flips_drawn_from_the_seed():
-    from sweep.run.objective import draw_views
+    from sweep.run.views import draw_views
 
     views = draw_views(np.random.default_rng(0), 2000)
     top, left, height, width, flip = views.T

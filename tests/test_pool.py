@@ -192,7 +192,7 @@ def test_a_large_evaluation_with_visual_prompts_is_split_by_images(pool, local, 
 
 
 def test_augmented_views_are_the_same_whichever_actors_serve_them(pool, local):
-    from sweep.run.objective import draw_views
+    from sweep.run.views import draw_views
 
     pooled = pool.oracle(KEY, LAYOUT)
     text, visual = _prompts(local, 6)  # split over both actors
