@@ -11,6 +11,8 @@ from PIL import Image, ImageDraw
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as TF
 
+import methods
+from methods.base import VIEW_RECIPES
 from sweep.oracle.augment import augment
 from sweep.run.views import RECIPES
 
@@ -40,6 +42,16 @@ def _dassl_on_pil(pixels: np.ndarray, row: np.ndarray) -> np.ndarray:
     if flip:
         image = TF.hflip(image)
     return np.asarray(image, dtype=np.float64) / 255
+
+
+def test_every_recipe_a_config_can_name_is_drawn():
+    assert tuple(RECIPES) == VIEW_RECIPES
+    with pytest.raises(methods.ConfigError, match="views must be one of"):
+        methods.REGISTRY.make_config("cbbt", {"views": "autoaugment"})
+    views = {name: methods.REGISTRY.make_config(name, {}).views for name in
+             ("cbbt", "cbbt-adapter", "cbbt-tip", "zip", "blackvip-tokens", "zo")}
+    assert views == {"cbbt": "cbbt", "cbbt-adapter": "cbbt", "cbbt-tip": "cbbt",
+                     "zip": "dassl", "blackvip-tokens": "dassl", "zo": "crop_flip"}
 
 
 def test_cbbt_views_on_the_device_are_the_releases_transform_on_pil():
