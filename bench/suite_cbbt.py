@@ -57,6 +57,7 @@ def measure(folder: Path) -> dict:
             "method_version": sorted(int(v) for v in trials["method_version"].unique()),
             "git_rev": sorted(trials["git_rev"].unique()), "trials": len(trials),
             "seeds": sorted(int(s) for s in trials["seed"].unique()),
+            "restarts": int(trials["restarts"].sum()),  # trials gone on from a checkpoint
             "wall_min": round((end - trials["started_at"].min()).total_seconds() / 60, 1),
             "tasks": tasks}
 
