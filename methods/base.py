@@ -24,7 +24,10 @@ import numpy as np
 
 from methods.errors import ConfigError
 
-__all__ = ["Evaluation", "Method", "PromptConfig", "SearchSpace"]
+__all__ = ["VIEW_RECIPES", "Evaluation", "Method", "PromptConfig", "SearchSpace"]
+
+#: The training views a config can name (``PromptConfig.views``; drawn by ``sweep.run.views``).
+VIEW_RECIPES = ("crop_flip", "dassl", "cbbt")
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,10 +117,15 @@ class PromptConfig:
     #: p0 of the text context drawn N(0, std^2) from the seed (ZIP, CoOp without an init:
     #: 0.02), added to the init; None: the init alone (zeros, or text_init's embeddings).
     text_init_std: float | None = None
-    #: train on augmented views (RandomResizedCrop scale 0.5-1, ratio 3/4-4/3, horizontal
-    #: flip), drawn per training request from the seed, as CBBT, ZIP and BlackVIP do;
-    #: validation, test and dev images are never augmented.
+    #: train on augmented views (``views``), drawn per training request from the seed, as
+    #: CBBT, ZIP and BlackVIP do; validation, test and dev images are never augmented.
     augment: bool = False
+    #: with ``augment``, which views (``sweep.run.views``): "crop_flip", RandomResizedCrop
+    #: (scale 0.5-1), bilinear, and a horizontal flip (promptsweep's views before the
+    #: releases' were read); "dassl", Dassl's RandomResizedCrop (scale 0.08-1), bicubic, and
+    #: a flip (ZIP, BlackVIP); "cbbt", CBBT's fork: a bicubic RandomResizedCrop (scale 0.5-1)
+    #: or a cutout of 0.4 of the side in a random colour, either at random, then a flip.
+    views: str = "crop_flip"
 
     @property
     def planned_from_budget(self) -> bool:
@@ -147,6 +155,8 @@ class PromptConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or None; got {value}")
+        if self.views not in VIEW_RECIPES:
+            raise ConfigError(f"views must be one of {', '.join(VIEW_RECIPES)}; got {self.views!r}")
         if self.text_subspace not in ("dense", "lowrank"):
             raise ConfigError(f"text_subspace must be 'dense' or 'lowrank'; got "
                               f"{self.text_subspace!r}")

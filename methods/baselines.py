@@ -59,8 +59,12 @@ class BlackVIPSPSAConfig(ZerothOrderConfig):
     spsa_alpha: float = 0.4
     #: offset o of a_k (BlackVIP, ZIP: 1, so a_1 = a / 2^alpha).
     spsa_offset: float = 1.0
-    #: BlackVIP and ZIP train on RandomResizedCrop + flip views (their Dassl configs).
+    #: BlackVIP and ZIP train on augmented views (their configs' TRANSFORMS)...
     augment: bool = True
+    #: ... Dassl's: RandomResizedCrop at its default scale 0.08-1, bicubic (their INTERPOLATION),
+    #: and a flip; "crop_flip": promptsweep's earlier views (scale 0.5-1, bilinear; ZIP v3,
+    #: BlackVIP v2).
+    views: str = "dassl"
 
 
 @dataclass(frozen=True, kw_only=True)

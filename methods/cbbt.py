@@ -14,9 +14,11 @@ cosine per epoch (``schedule = "cosine_epoch"``, an epoch being
 max(1, train images // 32) steps, as the loop tells ``plan()``).
 
 Mini-batches are cut from per-epoch permutations, the last partial one dropped
-(``minibatches = "epoch"``, Dassl's loader), each image is a RandomResizedCrop
-(scale 0.5-1) + flip view (``augment``, ``sweep.oracle.augment``), and the
-image tower runs in fp32 as the release does (``precision``).
+(``minibatches = "epoch"``, Dassl's loader), each image is a view as CBBT's
+Dassl fork draws it, a bicubic RandomResizedCrop (scale 0.5-1) or a cutout of
+0.4 of the side, either at random, then a flip (``augment``, ``views = "cbbt"``,
+``sweep.run.views``), and the image tower runs in fp32 as the release does
+(``precision``).
 
 Example (a quadratic; the loop would tell plan() the steps per epoch):
     >>> import numpy as np
@@ -75,8 +77,11 @@ class CBBTPromptConfig(ZerothOrderConfig):
     clip_norm: float | None = 5.0
     #: CBBT trains in fp32 (train.py, PREC fp32): the image tower too, whatever the sweep's.
     precision: str | None = "fp32"
-    #: CBBT trains on RandomResizedCrop (scale 0.5-1) + flip views (its Dassl configs).
+    #: CBBT trains on augmented views (configs/trainers/CBBT/*.yaml, its Dassl fork)...
     augment: bool = True
+    #: ... its fork's: a bicubic RandomResizedCrop (scale 0.5-1) or a cutout, then a flip
+    #: (``_build_transform_train_ma``); "crop_flip": promptsweep's earlier views (v3).
+    views: str = "cbbt"
 
 
 class CBBTPrompt(ZerothOrder):

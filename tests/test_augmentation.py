@@ -60,7 +60,7 @@ def test_without_augmentation_and_epoch_batches_a_run_is_as_before(tiny_vit, nam
 
 
 def test_views_are_randomresizedcrop_boxes_and_flips_drawn_from_the_seed():
-    from sweep.run.objective import draw_views
+    from sweep.run.views import draw_views
 
     views = draw_views(np.random.default_rng(0), 2000)
     top, left, height, width, flip = views.T
@@ -123,7 +123,7 @@ def test_the_objective_sends_views_from_its_seed_and_resumes_their_stream(tiny_v
     again.restore(state)
     again(z, minibatch=32)
     objective(2)(z, minibatch=32)
-    assert sent[0].shape == (32, 5)
+    assert sent[0].shape == (32, 11)  # CBBT's views: rows of DASSL_VIEW_COLUMNS
     assert np.array_equal(sent[1], sent[2]) and not np.array_equal(sent[0], sent[1])
     assert not np.array_equal(sent[0], sent[3])
 

@@ -93,3 +93,13 @@ def test_the_suites_criteria_are_read_off_a_results_table(tmp_path):
     assert not digits["criteria"]["winner_rises_5_from_an_eighth"]  # flat curves
     assert report["suite_criteria"]["ranking_changes_between_tasks"]
     assert not digits["criteria"]["every_start_10_below_coop"]  # no starts were scored
+
+
+def test_cbbts_column_is_read_off_a_sweep_of_it_alone(tmp_path):
+    from bench.suite_cbbt import measure
+    from test_report_main import write_suite
+
+    run = measure(write_suite(tmp_path))
+    assert run["recipe"] == 'views = "cbbt"' and run["seeds"] == [1, 2]
+    digits = run["tasks"]["digits"]
+    assert digits["test"] == 70.0 and digits["best_checkpoint_on_test"] >= digits["test"]

@@ -26,8 +26,10 @@ methods = ["cbbt", "bpt-vlm"]
 samples = 1
 [resources]
 concurrency = 2
+# crop_flip views: with them the run planned for 25 and the full run's curve end level 25 at
+# different test accuracies (below), which tells the frontier's reading of the two apart
 [methods.cbbt]
-params = { q = 4 }
+params = { q = 4, views = "crop_flip" }
 [methods.bpt-vlm]
 params = { popsize = 10, intrinsic_dim_text = 20, intrinsic_dim_visual = 20 }
 """

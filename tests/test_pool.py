@@ -192,12 +192,12 @@ def test_a_large_evaluation_with_visual_prompts_is_split_by_images(pool, local, 
 
 
 def test_augmented_views_are_the_same_whichever_actors_serve_them(pool, local):
-    from sweep.run.objective import draw_views
+    from sweep.run.views import RECIPES
 
     pooled = pool.oracle(KEY, LAYOUT)
     text, visual = _prompts(local, 6)  # split over both actors
     subset = np.arange(0, local.train_size, 3)
-    views = draw_views(np.random.default_rng(5), len(subset))
+    views = RECIPES["cbbt"](np.random.default_rng(5), len(subset))  # crops and cutouts
     a = pooled.evaluate(text=text, visual=visual, subset=subset, views=views, features=True)
     assert pooled.used.images == 6 * len(subset)  # a view is counted as its image
     single = [pooled.evaluate(text=text[i:i + 1], visual=visual[i:i + 1], subset=subset,

@@ -119,23 +119,25 @@ def test_a_checkpoint_of_another_specification_is_not_resumed(tmp_path, change):
     assert [(g.sample_id, g.samples) for g in plan.groups] == [(None, 3)]
 
 
-def test_resume_refuses_rows_of_another_version_of_a_method(tmp_path):
+@pytest.mark.parametrize("method, other", [("bbt", 1), ("cbbt", -1)])
+def test_resume_refuses_rows_of_another_version_of_a_method(tmp_path, method, other):
     from sweep.budget import CheckpointRecord, QueryCounts
     from sweep.errors import ConfigError
     from sweep.results import ResultsWriter, TrialRecord
     from sweep.spec import parse_spec
     from sweep.tuning import plan_sweep
 
+    # bbt: rows of a later version; cbbt: of the one before (crop + flip views, not CBBT's)
     spec = parse_spec(PLAN_SPEC, "plan.toml")
-    now = methods.REGISTRY.version("bbt")
-    writer = ResultsWriter(tmp_path, "plan", {"sigma0": "float"})
-    for version, sample in ((now, 0), (now + 1, 1)):  # the second as a later version wrote it
+    now = methods.REGISTRY.version(method)
+    writer = ResultsWriter(tmp_path, "plan", {"lr": "float"})
+    for version, sample in ((now, 0), (now + other, 1)):
         queries = QueryCounts(candidate_evals=40)
-        sample_id = f"bbt-digits-4shot-00{sample}"
+        sample_id = f"{method}-digits-4shot-00{sample}"
         writer.write(TrialRecord(
             trial_id=f"{sample_id}-s1", sweep="plan", sample_id=sample_id,
-            method="bbt", method_version=version, model="m", dataset="digits", shots=4, seed=1,
-            budget=40, budget_unit="candidate_evals", params={"sigma0": 0.5}, queries=queries,
+            method=method, method_version=version, model="m", dataset="digits", shots=4, seed=1,
+            budget=40, budget_unit="candidate_evals", params={"lr": 0.5}, queries=queries,
             checkpoints=[CheckpointRecord(0, queries, 1.0, 0.5, 0.5, 1.0)]))
-    with pytest.raises(ConfigError, match=f"bbt rows of version {now + 1}.*would mix"):
+    with pytest.raises(ConfigError, match=f"{method} rows of version {now + other}.*would mix"):
         plan_sweep(spec, tmp_path, resume=True)

@@ -103,22 +103,24 @@ class ImageStore:
         self._mean = torch.tensor(mean, dtype=torch.float32, device=model.device)[:, None, None]
         self._std = torch.tensor(std, dtype=torch.float32, device=model.device)[:, None, None]
 
-    def normalised(self, pixels: np.ndarray) -> torch.Tensor:
-        """uint8 (n, H, W, 3) -> the model's input (n, 3, H, W): what its transform gives, exactly."""
+    def normalised(self, pixels: np.ndarray, views: np.ndarray | None = None) -> torch.Tensor:
+        """uint8 (n, H, W, 3) -> the model's input (n, 3, H, W): what its transform gives, exactly;
+        with ``views`` (a row per image, ``sweep.oracle.augment``), of the pixels' views."""
         x = torch.from_numpy(pixels).to(self.model.device).permute(0, 3, 1, 2).contiguous()
-        return x.float().div(255).sub(self._mean).div(self._std)
+        x = x.float().div(255)
+        if views is not None:  # on pixels in [0, 1], as the releases' transforms see them
+            x = augment(x, views)
+        return x.sub(self._mean).div(self._std)
 
     def batches(self, split: Split, indices: np.ndarray | None = None,
                 views: np.ndarray | None = None) -> Iterator[torch.Tensor]:
         """The model's inputs for ``split``'s images ``indices`` (default: all), in batches;
-        with ``views`` (a row per image, ``sweep.oracle.augment``), their augmented views."""
+        with ``views``, their augmented views."""
         start = 0
         for pixels in self.pixels.batches(split, indices, self.batch):
-            x = self.normalised(pixels)
-            if views is not None:
-                x = augment(x, views[start:start + len(x)])
-            start += len(x)
-            yield x
+            yield self.normalised(pixels, None if views is None else
+                                  views[start:start + len(pixels)])
+            start += len(pixels)
 
     def _cached(self, kind: str, split: Split, nbytes: int, compute: Callable[[], torch.Tensor],
                 precision: str) -> torch.Tensor | None:

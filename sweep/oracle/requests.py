@@ -15,8 +15,8 @@ import numpy as np
 from sweep.errors import ConfigError, ModelError
 from sweep.spec import EMBEDDED_MODEL, PRECISIONS
 
-__all__ = ["EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey", "check_subset",
-           "check_views", "count_candidates"]
+__all__ = ["DASSL_VIEW_COLUMNS", "EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "VIEW_COLUMNS", "PromptLayout",
+           "TaskKey", "check_subset", "check_views", "count_candidates"]
 
 _EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
 #: The embedded model's open_clip config and weights (written by ``python -m sweep.pretrain_tiny``).
@@ -111,25 +111,42 @@ def check_subset(subset, train_size: int) -> np.ndarray | None:
     return idx
 
 
+#: A view's row, in fractions of the image's side: a crop box and a flip (1: mirrored, 0: not),
+#: cropped and resized bilinearly (promptsweep's earlier views).
+VIEW_COLUMNS = ("top", "left", "height", "width", "flip")
+#: Dassl's views: the crop resized bicubically as PIL does, and a cutout: where ``cutout`` > 0,
+#: a square of that fraction of the side centred at (``cutout_y``, ``cutout_x``) in [0, 1),
+#: painted in one colour (``red``, ``green``, ``blue`` in [0, 1]) after the crop, before the flip.
+DASSL_VIEW_COLUMNS = VIEW_COLUMNS + ("cutout", "cutout_y", "cutout_x", "red", "green", "blue")
+
+
 def check_views(views, images: int) -> np.ndarray | None:
-    """A training request's augmented views as float64 (m, 5), one row per image (None: the
-    images as they are). A row is a crop box as fractions of the image's side, (top, left,
-    height, width), inside the unit square, and a flip (1: mirrored, 0: not).
+    """A training request's augmented views as float64 (m, 5) or (m, 11), one row per image
+    (None: the images as they are): rows of ``VIEW_COLUMNS`` or ``DASSL_VIEW_COLUMNS``, each
+    crop box inside the unit square.
 
     Raises:
-        ConfigError: not one row per image of the request, or a box outside the image.
+        ConfigError: not one row per image of the request, or a box or cutout outside the image.
     """
     if views is None:
         return None
     v = np.asarray(views, dtype=np.float64)
-    if v.shape != (images, 5):
-        raise ConfigError(f"views must have one row (top, left, height, width, flip) per image: "
-                          f"shape ({images}, 5); got {v.shape}")
-    top, left, height, width, flip = v.T
+    widths = (len(VIEW_COLUMNS), len(DASSL_VIEW_COLUMNS))
+    if v.ndim != 2 or v.shape[0] != images or v.shape[1] not in widths:
+        raise ConfigError(f"views must have one row per image, of {widths[0]} columns "
+                          f"({', '.join(VIEW_COLUMNS)}) or {widths[1]} (and "
+                          f"{', '.join(DASSL_VIEW_COLUMNS[widths[0]:])}): shape ({images}, "
+                          f"{widths[0]} or {widths[1]}); got {v.shape}")
+    top, left, height, width, flip = v.T[:5]
     eps = 1e-9
     if not (np.isfinite(v).all() and (height > 0).all() and (width > 0).all()
             and (top >= -eps).all() and (left >= -eps).all() and (top + height <= 1 + eps).all()
             and (left + width <= 1 + eps).all() and np.isin(flip, (0.0, 1.0)).all()):
         raise ConfigError("views: each crop box must lie in the image (fractions of its side in "
                           "[0, 1], height and width > 0) and each flip be 0 or 1")
+    cutout, colour = v[:, 5:8], v[:, 8:]
+    if not ((cutout >= 0).all() and (cutout < 1).all() and (colour >= 0).all()
+            and (colour <= 1).all()):
+        raise ConfigError("views: each cutout's size and centre must lie in [0, 1) and its "
+                          "colour in [0, 1]")
     return v

@@ -18,12 +18,13 @@ from methods.base import Evaluation, PromptConfig
 from methods.subspace import ModelStats, Parametrisation
 from sweep.budget import BudgetSpec, Metered, QueryCounts, QueryMeter
 from sweep.errors import PromptTuningError
+from sweep.run.views import RECIPES
 
 if TYPE_CHECKING:
     from sweep.oracle import ClipOracle, PooledOracle
 
 __all__ = ["EpochBatches", "NonFiniteLossError", "Objective", "PromptObjective", "draw_minibatch",
-           "draw_views", "rank_nonfinite_worst"]
+           "rank_nonfinite_worst"]
 
 
 class NonFiniteLossError(PromptTuningError, FloatingPointError):
@@ -70,36 +71,6 @@ def draw_minibatch(rng: np.random.Generator, total: int, minibatch: int | None) 
     if minibatch is None or minibatch >= total:
         return None
     return np.sort(rng.choice(total, size=minibatch, replace=False))
-
-
-def draw_views(rng: np.random.Generator, images: int, scale: tuple[float, float] = (0.5, 1.0),
-               ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """A view of each of ``images`` square images: RandomResizedCrop's box and a flip.
-
-    torchvision's ``RandomResizedCrop.get_params`` (10 tries at an area fraction from
-    ``scale`` and a log-uniform aspect ratio from ``ratio``, else the central crop at the
-    nearest ratio) and ``RandomHorizontalFlip`` (p = 0.5), written again on numpy: the
-    trial draws its views from its own seed and never loads torch. The box is kept in
-    fractions of the side, unrounded, so that it does not depend on the oracle's image size.
-
-    Returns:
-        (images, 5) rows of (top, left, height, width, flip), the form of
-        ``sweep.oracle.check_views``.
-    """
-    out = np.empty((images, 5))
-    log_ratio = np.log(ratio)
-    for i in range(images):
-        for _ in range(10):
-            area = rng.uniform(*scale)
-            aspect = np.exp(rng.uniform(*log_ratio))
-            width, height = np.sqrt(area * aspect), np.sqrt(area / aspect)
-            if width <= 1 and height <= 1:
-                out[i, :4] = rng.uniform(0, 1 - height), rng.uniform(0, 1 - width), height, width
-                break
-        else:  # torchvision's fallback for an image whose own ratio is in range: all of it
-            out[i, :4] = 0.0, 0.0, 1.0, 1.0
-        out[i, 4] = float(rng.random() < 0.5)
-    return out
 
 
 class EpochBatches:
@@ -164,10 +135,11 @@ class PromptObjective(Metered):
         # without mini-batches (the ES methods) never ask for one: either is the same.
         self._epochs = EpochBatches(self._rng) if getattr(
             config, "minibatches", "independent") == "epoch" else None
-        # Augmented views of each training request's images: a stream of their own, so that
-        # augmentation off leaves the mini-batches exactly as they were.
+        # Augmented views of each training request's images (``sweep.run.views``): a stream
+        # of their own, so that augmentation off leaves the mini-batches exactly as they were.
         self._views = np.random.default_rng([seed, 0x7669]) if getattr(
             config, "augment", False) else None
+        self._draw_views = RECIPES[getattr(config, "views", "crop_flip")]
         #: losses replaced by ``rank_nonfinite_worst`` so far (recorded on the trial row).
         self.nonfinite_losses = 0
 
@@ -200,7 +172,7 @@ class PromptObjective(Metered):
         subset = (draw_minibatch(self._rng, total, minibatch) if self._epochs is None
                   else self._epochs.next(total, minibatch))
         extra = {} if self._views is None else {
-            "views": draw_views(self._views, total if subset is None else len(subset))}
+            "views": self._draw_views(self._views, total if subset is None else len(subset))}
         if gradient:
             losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset,
                                                             **extra)
