@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import methods
 from sweep.errors import ConfigError
 from sweep.spec import load_spec, parse_spec
 from sweep.tuning import plan_sweep
@@ -21,6 +22,11 @@ def test_a_reproduction_loads_plans_and_resolves_its_published_budgets(path, tmp
     assert plan.trials > 0
     for group in plan.groups:
         assert group.budget.limit >= 1 and group.budget.published
+        # The release's one setting: nothing left to sample, at the method's defaults unless
+        # the specification says otherwise.
+        assert group.space.samples_nothing, (group.tag, group.space.names)
+        defaults = methods.REGISTRY.make_config(group.method)
+        assert all(getattr(defaults, k) == v for k, v in group.space.fixed.items()), group.tag
     if spec.targets is None:  # a release without a table says so where the targets would be
         assert "No [targets]" in path.read_text()
         return

@@ -390,3 +390,14 @@ def test_param_columns_cover_every_sampled_and_fixed_name():
                 assert isinstance(value, python_type[columns[name]]), (method, name, value)
     assert columns["q"] == "int" and columns["sigma0"] == "float"
     assert columns["estimator"] == "str" and columns["popsize"] == "int"
+
+
+def test_a_space_override_fixes_a_parameter_at_its_default_even_none(tmp_path):
+    spec = parse_spec(BASE.replace('methods = ["bbt"]', 'methods = ["cbbt"]')
+                      + "[methods.cbbt.space]\nmu = { default = true }\n", "d.toml")
+    space = spec.method("cbbt").space
+    assert "mu" in space.fixed and space.fixed["mu"] is None  # the release's rule, max(1/d, 1e-3)
+    assert "mu" not in {p.name for p in space.params}
+    with pytest.raises(ConfigError, match=r"methods\.cbbt\.space\.mu: default = true fixes"):
+        parse_spec(BASE.replace('methods = ["bbt"]', 'methods = ["cbbt"]')
+                   + "[methods.cbbt.space]\nmu = { default = true, low = 0.1 }\n", "d.toml")

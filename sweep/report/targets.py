@@ -1,7 +1,8 @@
 """Each result beside the published number it sets out to reproduce (``[targets]``).
 
-A result is what the report reads everywhere else: the method's setting with
-the best mean validation accuracy at its full budget (``best_settings``), its
+A result is what the report reads everywhere else: the method's setting chosen
+on validation at its full budget (``best_settings``, by the sweep's ``[search]
+metric``), its
 test accuracy as mean ± std over seeds. Test accuracy is reported, never
 used to choose.
 """

@@ -59,7 +59,8 @@ class ModelSpec:
     config: str | None = None
     #: the image tower's precision: "fp32", "bf16" or "fp16" (``PRECISIONS``); None: fp32 on
     #: a CPU, on a GPU bf16 where it supports it, else fp16. The text tower, the logits and
-    #: the losses are computed in fp32 whatever it is.
+    #: the losses are computed in fp32 whatever it is. A method config's own ``precision``
+    #: (CBBT's and ``blackvip-tokens``': fp32) wins over it.
     precision: str | None = None
 
     def __post_init__(self) -> None:
@@ -86,9 +87,11 @@ class ModelSpec:
 class DataSection:
     """``[data]``: the tasks. Every data set x shots x seed is swept."""
 
-    #: data set names (``sweep.data.DATASETS``); all but "digits" are read from ``root``.
+    #: data set names (``sweep.data.DATASETS``); all but "digits" and its shifts
+    #: ("digits-inverted", ...) are read from ``root``.
     datasets: tuple[str, ...] = ("digits",)
-    #: absolute data root: CoOp's layout for CoOp names, class folders for "folder".
+    #: the data root (a relative path is read from the specification's folder): CoOp's
+    #: layout for CoOp names, class folders for "folder".
     root: str | None = None
     #: shots per class, each in ``sweep.data.SHOTS``.
     shots: tuple[int, ...] = (16,)
@@ -188,8 +191,10 @@ class ResourcesSection:
     #: oracle actors, each holding one model resident on its device, >= 1.
     actors: int = 1
     #: GPUs per oracle actor (fractions share a GPU), >= 0; left out: 1 for any model but the
-    #: embedded one, 0 for the embedded one (``SweepSpec.actor_gpus``). A request the cluster
-    #: cannot meet (no GPUs and no autoscaler to start them) fails before any actor starts.
+    #: embedded one, 0 for the embedded one (``SweepSpec.actor_gpus``). A request no node can
+    #: hold, on a Ray no autoscaler serves, fails before any actor starts
+    #: (``sweep.tuning.placement``); a cluster with too few GPUs in all waits
+    #: ``placement_timeout_s``.
     gpus_per_actor: float | None = None
     #: CPUs per oracle actor, >= 0; 0 lets trials use every CPU of a small machine
     #: (trials and actors that each hold 1 of 2 CPUs wait for each other forever).

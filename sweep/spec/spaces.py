@@ -49,8 +49,9 @@ __all__ = [
     "sample_to_config",
 ]
 
-#: Keys of a search-space override table: a numeric range, a set of choices, or one value.
-OVERRIDE_KEYS = ("low", "high", "log", "step", "choices", "value")
+#: Keys of a search-space override table: a numeric range, a set of choices, one value, or
+#: ``default = true`` (fixed at the method's default, which TOML may not spell: None).
+OVERRIDE_KEYS = ("low", "high", "log", "step", "choices", "value", "default")
 
 # ---------------------------------------------------------------- field types
 
@@ -249,7 +250,8 @@ def make_space(method: str, overrides: Mapping[str, Any] | None = None,
     Args:
         method: A registered method name.
         overrides: Field name -> override table: ``{low, high, log, step}`` (a range; missing
-            keys come from the default range), ``{choices = [...]}``, or ``{value = v}`` (fix).
+            keys come from the default range), ``{choices = [...]}``, ``{value = v}`` (fix), or
+            ``{default = true}`` (fix at the method's default, None included).
         fixed: Field name -> value, fixed for every trial (removed from the space).
         where: Dotted key of the method's section, for messages (default ``methods.<method>``).
         prefix: Prefix of the Optuna names and config keys.
@@ -283,6 +285,13 @@ def make_space(method: str, overrides: Mapping[str, Any] | None = None,
             raise ConfigError(f"{key}: {name} is fixed by {where}.params; give one of the two")
         if tags[name] is None:
             raise ConfigError(f"{key}: {name} is not a scalar and cannot be searched")
+        if isinstance(table, Mapping) and "default" in table:
+            if dict(table) != {"default": True}:
+                raise ConfigError(f"{key}: default = true fixes the parameter at {method}'s "
+                                  "default; give no other key with it")
+            params.pop(name, None)
+            fixed_values[name] = _defaults(method)[name]
+            continue
         result = _override(name, params.get(name), table, key, tags[name])
         if isinstance(result, Param):
             params[name] = result

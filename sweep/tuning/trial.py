@@ -5,8 +5,8 @@ and method seed) and its own row in the results; with ``[budget] limits``, a
 method planned from its budget (``PromptConfig.planned_from_budget``) runs
 each seed once per level, each run its own row. The seeds advance together
 from checkpoint to checkpoint so that each report to Ray Tune carries the
-mean validation accuracy over seeds at the same query count, the time axis
-of ASHA. Selection uses validation accuracy only.
+mean validation accuracy and loss over seeds at the same query count, the
+time axis of ASHA. Selection uses the validation split only.
 
 ``run_setting`` is plain Python (no Ray) and yields one report per
 checkpoint; ``tune_trainable`` is the Ray Tune function around it; its reports carry the
