@@ -84,12 +84,30 @@ def _assert_same_run(tables, reference) -> None:
                                   ref_curves[CURVE].reset_index(drop=True))
 
 
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _descends_from_this_session(pid: int) -> bool:
+    """Whether ``pid`` was started under this test process (its local Ray's raylet is its
+    child): other sessions' Ray workers on the machine are not ours to kill."""
+    here = os.getpid()
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == here:
+            return True
+    return False
+
+
 def _trial_workers() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
-                    b"ray::ImplicitFunc"):
+                    b"ray::ImplicitFunc") and _descends_from_this_session(int(entry.name)):
                 pids.append(int(entry.name))
         except OSError:
             continue
