@@ -141,3 +141,40 @@ def test_resume_refuses_rows_of_another_version_of_a_method(tmp_path, method, ot
             checkpoints=[CheckpointRecord(0, queries, 1.0, 0.5, 0.5, 1.0)]))
     with pytest.raises(ConfigError, match=f"{method} rows of version {now + other}.*would mix"):
         plan_sweep(spec, tmp_path, resume=True)
+
+
+def test_resume_refuses_results_of_an_older_schema_which_the_report_still_reads(tmp_path):
+    import pyarrow.parquet as pq
+
+    from sweep.budget import CheckpointRecord, QueryCounts
+    from sweep.errors import ConfigError
+    from sweep.results import SCHEMA_VERSION, ResultsWriter, TrialRecord, load_results
+    from sweep.spec import parse_spec
+    from sweep.tuning import plan_sweep
+
+    writer = ResultsWriter(tmp_path, "plan", {"sigma0": "float"})
+    queries = QueryCounts(candidate_evals=40)
+    writer.write(TrialRecord(
+        trial_id="bbt-digits-4shot-000-s1", sweep="plan", sample_id="bbt-digits-4shot-000",
+        method="bbt", method_version=methods.REGISTRY.version("bbt"), model="m",
+        dataset="digits", shots=4, seed=1, budget=40, budget_unit="candidate_evals",
+        params={"sigma0": 0.5}, queries=queries,
+        checkpoints=[CheckpointRecord(0, queries, 1.0, 0.5, 0.5, 1.0, 0.7)]))
+    # As schema 4 wrote it: no loss columns, its version in the metadata.
+    for table in ("trials", "curves"):
+        path = next((tmp_path / "plan" / table).glob("*.parquet"))
+        data = pq.read_table(path)
+        data = data.drop([c for c in data.column_names if "val_loss" in c])
+        pq.write_table(data.replace_schema_metadata({**data.schema.metadata,
+                                                     b"promptsweep.schema_version": b"4"}), path)
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(parse_spec(PLAN_SPEC, "plan.toml"), tmp_path, resume=True)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(
+        f"{tmp_path / 'plan'} was written with results schema 4 and this promptsweep writes "
+        f"schema {SCHEMA_VERSION}: --resume cannot add to it")
+    trials, curves = load_results(tmp_path / "plan")  # the report's reader
+    assert trials["final_val_acc"].tolist() == [0.5] and "val_loss" not in curves
+    from sweep.report import write_report
+
+    assert "Sweep report: plan" in write_report(tmp_path / "plan").read_text()
