@@ -96,7 +96,7 @@ def test_a_sweep_selects_by_validation_loss_when_asked(ray_session, tmp_path, mo
     text = write_report(folder).read_text()
     assert "BBT's sigma chosen by validation loss" in text
     assert "the lowest mean validation loss over seeds is chosen" in text
-    assert "- Oracle actors: 1: `" in text and "simulated A10G" in text
+    assert "- Oracle actors: 1 on 1 node (" in text and "simulated A10G" in text
 
 
 def _full_budget(best: pd.DataFrame) -> list[str]:

@@ -22,7 +22,8 @@ _MODULES = {
     **dict.fromkeys(("OraclePool", "PlacementError", "PooledOracle", "PoolError"), "pool"),
     **dict.fromkeys(("ActorSetupError", "OracleServer", "ServerBase"), "server"),
     "PromptedCLIP": "prompted",
-    **dict.fromkeys(("EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "PromptLayout", "TaskKey",
+    **dict.fromkeys(("DASSL_VIEW_COLUMNS", "EMBEDDED_CONFIG", "EMBEDDED_WEIGHTS", "VIEW_COLUMNS",
+                     "PromptLayout", "TaskKey",
                      "check_subset", "check_views", "count_candidates"), "requests"),
 }
 
@@ -40,10 +41,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DASSL_VIEW_COLUMNS",
     "DTYPES",
-    "ActorSetupError",
     "EMBEDDED_CONFIG",
     "EMBEDDED_WEIGHTS",
+    "VIEW_COLUMNS",
+    "ActorSetupError",
     "ClipOracle",
     "DeviceCache",
     "ImageStore",

@@ -27,7 +27,7 @@ from sweep.report.tables import (
     tuned_trials,
     zero_shot_summary,
 )
-from sweep.results import ACTORS_FILE, SweepInfo
+from sweep.results import ACTORS_FILE, SweepInfo, describe_actors
 
 __all__ = ["render_markdown"]
 
@@ -79,15 +79,9 @@ def _short(text: str, width: int = 140) -> str:
 def _actors(sweep_dir: Path) -> str | None:
     """Where the sweep's oracle actors ran, from ``actors.json`` (None: not recorded)."""
     try:
-        actors = json.loads((Path(sweep_dir) / ACTORS_FILE).read_text())["actors"]
-        by_node: dict[str, list[str]] = {}
-        for actor in actors:
-            by_node.setdefault(str(actor.get("node", "?")), []).append(
-                str(actor.get("device", "?")))
+        return describe_actors(json.loads((Path(sweep_dir) / ACTORS_FILE).read_text())["actors"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return f"{len(actors)}: " + "; ".join(f"`{node}` {', '.join(devices)}"
-                                         for node, devices in by_node.items())
 
 
 def _overview(sweep_dir: Path, trials: pd.DataFrame, info: SweepInfo) -> list[str]:

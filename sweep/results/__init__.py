@@ -10,7 +10,7 @@ Optuna: reports open fast on a laptop.
 """
 
 from sweep.results.files import ACTORS_FILE, STUDY_FILE, ResultsError, study_storage
-from sweep.results.info import INFO_FILE, SweepInfo, read_info, write_info
+from sweep.results.info import INFO_FILE, SweepInfo, describe_actors, read_info, write_info
 from sweep.results.provenance import (
     Provenance,
     canonical_json,
@@ -65,6 +65,7 @@ __all__ = [
     "checkpoint_from_row",
     "checkpoint_row",
     "config_hash",
+    "describe_actors",
     "git_rev",
     "load_results",
     "package_versions",

@@ -19,7 +19,7 @@ from sweep.results.files import ResultsError, results_error
 from sweep.results.schema import SCHEMA_VERSION
 from sweep.spec import METRICS, SweepSpec
 
-__all__ = ["INFO_FILE", "SweepInfo", "read_info", "write_info"]
+__all__ = ["INFO_FILE", "SweepInfo", "describe_actors", "read_info", "write_info"]
 
 #: The file's name in a sweep's results folder.
 INFO_FILE = "sweep.json"
@@ -84,6 +84,16 @@ def read_info(sweep_dir: Path) -> SweepInfo:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ResultsError(f"{path} is not a sweep's record: {type(exc).__name__}: {exc}") from exc
     return info
+
+
+def describe_actors(actors: list[dict]) -> str:
+    """Where oracle actors run (entries of ``actors.json``), by node: ``2 on 1 node (10.0.1.7:
+    cuda:0 (NVIDIA A10G), cuda:1 (NVIDIA A10G))``."""
+    by_node: dict[str, list[str]] = {}
+    for actor in actors:
+        by_node.setdefault(str(actor.get("node", "?")), []).append(str(actor.get("device", "?")))
+    nodes = "; ".join(f"{node}: {', '.join(devices)}" for node, devices in by_node.items())
+    return f"{len(actors)} on {len(by_node)} node{'s' if len(by_node) != 1 else ''} ({nodes})"
 
 
 def _umask() -> int:

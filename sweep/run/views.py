@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sweep.oracle.requests import DASSL_VIEW_COLUMNS, VIEW_COLUMNS
+from sweep.oracle import DASSL_VIEW_COLUMNS, VIEW_COLUMNS
 
 __all__ = ["RECIPES", "draw_dassl_views", "draw_views"]
 

@@ -43,7 +43,14 @@ from sweep.checkpoints import CheckpointStore, remove_checkpoint
 from sweep.data import DATASETS
 from sweep.errors import ConfigError, PromptTuningError
 from sweep.oracle import ActorSetupError, OraclePool, OracleServer, PlacementError
-from sweep.results import ACTORS_FILE, ResultsWriter, SweepInfo, remove_incomplete, write_info
+from sweep.results import (
+    ACTORS_FILE,
+    ResultsWriter,
+    SweepInfo,
+    describe_actors,
+    remove_incomplete,
+    write_info,
+)
 from sweep.spec import SweepSpec
 from sweep.tuning.callbacks import LOGS, ResultsCallback, keep_log, stop_on_error, tune_callback
 from sweep.tuning.groups import GroupedScheduler, GroupedSearcher, SettingSource
@@ -105,8 +112,9 @@ def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, floa
     try:
         arch = Architecture.of(spec.model)
         costs = [group_cost(spec, g, arch, DEVICES["a10g"]) for g in groups]
-    except ConfigError:
-        return None  # the groups take turns instead
+    except ConfigError as exc:
+        print(f"no priorities: {exc}; the trials' requests are served in arrival order")
+        return None
     return [(c.gpu_s / max(1, c.trials), c.requests / max(1, c.trials)) for c in costs]
 
 
@@ -154,7 +162,6 @@ def _checkpoint_store(results_dir: Path):
 #: Where each oracle actor runs, written beside the results when they start, and what each
 #: did, at the end of the sweep.
 ACTOR_REPORT = ACTORS_FILE
-
 
 
 def _write_actor_report(pool: OraclePool, path: Path) -> None:
@@ -235,7 +242,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         path, tail = keep_log(plan.results_dir, "actor-setup", f"{exc}\n\n{exc.details}")
         print(f"an oracle actor could not be set up; the last lines of its log ({path}):\n{tail}")
         raise
-    print(describe_places(places))
+    print(f"oracle actors started: {describe_actors(places)}")
     # For the report: the description and metric, and where the actors run.
     write_info(plan.results_dir, SweepInfo.of(spec))
     (plan.results_dir / ACTOR_REPORT).write_text(json.dumps({"actors": places}, indent=1) + "\n")
@@ -301,16 +308,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             f"{counters['first_error']}); their rows are in {plan.results_dir}, their logs in "
             f"{plan.results_dir / LOGS}")
     return plan.results_dir
-
-
-def describe_places(places: list[dict]) -> str:
-    """The launch line that says where the oracle actors run: each node's devices."""
-    by_node: dict[str, list[str]] = {}
-    for place in places:
-        by_node.setdefault(str(place.get("node", "?")), []).append(str(place.get("device", "?")))
-    nodes = "; ".join(f"{node}: {', '.join(devices)}" for node, devices in by_node.items())
-    plural = "s" if len(by_node) != 1 else ""
-    return f"oracle actors started on {len(by_node)} node{plural} ({nodes})"
 
 
 class SweepFailedError(PromptTuningError, RuntimeError):
