@@ -8,7 +8,7 @@ is first made, so importing this package or listing the names stays cheap.
 
 from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import BudgetExceededError, ConfigError, PromptTuningError
-from methods.registry import REGISTRY, MethodSpec, Registry
+from methods.registry import REGISTRY, MethodEntry, MethodSpec, Registry
 
 _ES, _BBT, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES = (
     "methods.es_subspace", "methods.bbt", "methods.es_pypop", "methods.zeroth_order",
@@ -70,6 +70,7 @@ __all__ = [
     "ConfigError",
     "Evaluation",
     "Method",
+    "MethodEntry",
     "MethodSpec",
     "PromptConfig",
     "PromptTuningError",

@@ -8,6 +8,12 @@ unknown keys and wrong types with a message naming the key.
 A method is known by name from a ``MethodSpec`` (where its classes live) and
 its module is imported only when the method is first made (``entry``,
 ``make_config``, ``create``): listing the names costs no torch, cma or pypop7.
+
+A registry may extend another (``parent``): it knows the parent's methods and
+its own, and adding to it never changes the parent. ``REGISTRY`` holds
+promptsweep's own methods; the methods of a user's plugins go to a registry
+that extends it (``sweep.spec.SWEEP_METHODS``), so they never appear in
+``REGISTRY``.
 """
 
 from __future__ import annotations
@@ -29,11 +35,22 @@ __all__ = ["MethodEntry", "MethodSpec", "Registry", "REGISTRY"]
 
 @dataclass(frozen=True)
 class MethodEntry:
+    """A method by its classes: what a plugin declares (``METHODS = [MethodEntry(...)]``), and
+    what a ``MethodSpec`` becomes once its module is imported."""
+
+    #: the registry name (a sweep's ``[search] methods``, the results' ``method``).
     name: str
+    #: a frozen, ``kw_only`` dataclass of ``PromptConfig``: the hyperparameters and defaults.
     config_cls: type
+    #: a ``Method``: built as ``method_cls(config, space, seed)``.
     method_cls: type[Method]
-    summary: str
+    #: one line for listings.
+    summary: str = ""
+    #: raised whenever a change to the method changes its results (``MethodSpec.version``).
     version: int = 1
+    #: sha256 of the source files the method came from, for a plugin's (``sweep.spec``):
+    #: rows of two versions of a user's method never mix; None for promptsweep's own.
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +104,12 @@ class Registry:
 
     Args:
         specs: methods to know by name; each one's module is imported when it is first made.
+        parent: a registry whose methods this one knows too (never changed through this one).
     """
 
-    def __init__(self, specs: Iterable[MethodSpec] = ()) -> None:
+    def __init__(self, specs: Iterable[MethodSpec] = (), parent: Registry | None = None) -> None:
         self._entries: dict[str, MethodEntry | MethodSpec] = {}
+        self.parent = parent
         for spec in specs:
             self.declare(spec)
 
@@ -102,26 +121,46 @@ class Registry:
     def register(self, name: str, config_cls: type, method_cls: type[Method], summary: str = "",
                  version: int = 1) -> None:
         """Know ``name`` by classes already imported."""
-        self._claim(name)
-        self._entries[name] = _checked(MethodEntry(name, config_cls, method_cls, summary, version))
+        self.add(MethodEntry(name, config_cls, method_cls, summary, version))
+
+    def add(self, entry: MethodEntry) -> None:
+        """Know ``entry`` (a method by its classes, a plugin's: ``sweep.spec``)."""
+        self._claim(entry.name)
+        self._entries[entry.name] = _checked(entry)
 
     def _claim(self, name: str) -> None:
-        if name in self._entries:
+        if name in self:
             raise ConfigError(f"method name {name!r} is already registered")
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self._entries or (self.parent is not None and name in self.parent)
 
     def names(self) -> list[str]:
+        """Every method this registry knows, its parent's included."""
+        return sorted({*self._entries, *(self.parent.names() if self.parent else ())})
+
+    def own_names(self) -> list[str]:
+        """The methods added to this registry, not to its parent."""
         return sorted(self._entries)
 
     def version(self, name: str) -> int:
         """The method's version (``MethodSpec.version``), without importing its module."""
+        if name not in self._entries and self.parent is not None and name in self.parent:
+            return self.parent.version(name)
         if name not in self._entries:
             self.entry(name)  # raises, listing the valid names
         return self._entries[name].version
 
+    def digest(self, name: str) -> str | None:
+        """The digest of a plugin method's source (``MethodEntry.digest``); None for others."""
+        if name not in self._entries and self.parent is not None and name in self.parent:
+            return self.parent.digest(name)
+        entry = self._entries.get(name)
+        return entry.digest if isinstance(entry, MethodEntry) else None
+
     def entry(self, name: str) -> MethodEntry:
+        if name not in self._entries and self.parent is not None and name in self.parent:
+            return self.parent.entry(name)
         try:
             entry = self._entries[name]
         except KeyError:

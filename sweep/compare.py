@@ -20,11 +20,10 @@ import time
 import numpy as np
 import torch
 
-import methods
 from sweep.data import few_shot, load_dataset
 from sweep.oracle import load_model
 from sweep.run import build_run, default_budget, run_once
-from sweep.spec import EMBEDDED_MODEL, ModelSpec
+from sweep.spec import EMBEDDED_MODEL, SWEEP_METHODS, ModelSpec
 
 DEFAULT_METHODS = ("zero-shot", "bpt-vlm", "bpt-vlm-deep", "bbt", "cbbt", "zip", "blackvip-tokens",
                    "coop")
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                              "published budget)")
     args = parser.parse_args(argv)
     for name in args.methods:
-        methods.REGISTRY.entry(name)  # fail on a typo before any work
+        SWEEP_METHODS.entry(name)  # fail on a typo before any work
     if args.limit is not None and args.limit < 0:
         parser.error(f"--limit must be >= 0; got {args.limit}")
     if args.threads:

@@ -1,23 +1,16 @@
-"""Conformance of every registered method, through the one loop, on analytic objectives.
-
-Each method runs on a quadratic (or, for adapter methods, a CLIP-shaped
-synthetic objective with features) in 60-200 dimensions: output shapes,
-identical results for identical seeds, the budget never exceeded in its
-unit, clear improvement over the start, and pickle round trips.
-"""
+"""Conformance of every registered method, and of the example plugin, through the method kit
+(``sweep.testing.kit``: the checks a user runs on a method of their own); and the kit fails
+methods that break the contract."""
 
 from __future__ import annotations
 
-import pickle
+import re
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 import methods
-from methods.base import SearchSpace
-from sweep.budget import UNITS, BudgetSpec
-from sweep.run import run_method
-from sweep.testing import QuadraticObjective, SyntheticClipObjective
+from sweep.testing import kit
 
 NAMES = methods.REGISTRY.names()
 
@@ -25,100 +18,87 @@ NAMES = methods.REGISTRY.names()
 #: 60 dimensions (a norm of ~7.7) spends ~90 generations shrinking before it makes
 #: progress; the ES step is set to the problem's scale, as a user would.
 SCALE = {name: {"sigma0": 0.1} for name in ("bbt", "bpt-vlm", "bpt-vlm-deep")}
-
-
-def make(name: str, seed: int = 0, asks: int = 30, unit: str = "candidate_evals"):
-    """A method on a small space and its analytic objective, with a budget of ``asks`` asks."""
-    method_cls = methods.REGISTRY.entry(name).method_cls
-    config = methods.REGISTRY.make_config(name, SCALE.get(name))
-    deep = getattr(config, "deep", False)
-    dim = 120 if deep else 60
-    blocks = ((0, 40), (40, 80), (80, 120)) if deep else None
-    space = SearchSpace(dim=dim, blocks=blocks)
-    method = methods.REGISTRY.create(name, config, space, seed)
-    probe = (SyntheticClipObjective if method_cls.needs_features else QuadraticObjective)(dim, seed=7)
-    per_ask = probe.cost(max(method.ask_size, 1), method.minibatch)[unit]
-    budget = BudgetSpec(unit=unit, limit=asks * per_ask + per_ask // 2)  # not a multiple: the edge
-    cls = SyntheticClipObjective if method_cls.needs_features else QuadraticObjective
-    return method, cls(dim, budget=budget, seed=7)
-
-
-def start_loss(objective) -> float:
-    free = type(objective)(objective.dim, seed=7)
-    return float(free(np.zeros((1, objective.dim))).losses[0])
-
-
-def final_loss(objective, z) -> float:
-    free = type(objective)(objective.dim, seed=7)
-    return float(free(z[None]).losses[0])
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "random_search"
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ask_shape_and_tell(name):
-    method, objective = make(name)
-    if method.ask_size == 0:
-        assert method.stop(), "a method that asks nothing must say why it stops"
-        return
-    z = method.ask()
-    assert z.shape == (method.ask_size, method.dim) and np.issubdtype(z.dtype, np.floating)
-    ev = objective(z, minibatch=method.minibatch, features=method.needs_features,
-                   gradient=method.needs_gradient)
-    method.tell(z, ev)
-    assert method.recommend().shape == (method.dim,)
-    assert isinstance(method.stop(), dict)
+    kit.check_ask_tell(name, SCALE.get(name))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_identical_seeds_give_identical_runs(name):
-    runs = []
-    for _ in range(2):
-        method, objective = make(name, seed=3, asks=8)
-        result = run_method(method, objective)
-        runs.append((result.recommendation, result.used))
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    assert runs[0][1] == runs[1][1]
+    kit.check_reproducible(name, SCALE.get(name))
 
 
-@pytest.mark.parametrize("unit", UNITS)
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_never_exceeded(name, unit):
-    method, objective = make(name, asks=5, unit=unit)
-    result = run_method(method, objective)
-    assert objective.used[unit] <= objective.budget.limit
-    if method.ask_size:
-        # It stopped for the budget (or its own reason), and spent what it could.
-        per_ask = objective.cost(method.ask_size, method.minibatch)[unit]
-        assert result.stop_reasons
-        assert "budget" not in result.stop_reasons or objective.budget.limit - objective.used[unit] < per_ask
+def test_budget_never_exceeded_in_any_unit(name):
+    kit.check_budget(name, SCALE.get(name))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_clear_improvement_over_the_start(name):
-    method, objective = make(name, seed=1, asks=60)
-    if method.ask_size == 0:
-        pytest.skip("zero-shot tunes nothing")
-    result = run_method(method, objective)
-    before, after = start_loss(objective), final_loss(objective, result.recommendation)
-    assert after < 0.8 * before, f"{name}: loss {before:.4f} -> {after:.4f}"
+    kit.check_improves(name, SCALE.get(name))
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_pickle_round_trip_continues_identically(name):
-    method, objective = make(name, seed=2, asks=40)
-    if method.ask_size == 0:
-        assert pickle.loads(pickle.dumps(method)).stop()
-        return
-    for _ in range(3):
-        z = method.ask()
-        method.tell(z, objective(z, minibatch=method.minibatch, features=method.needs_features,
-                                 gradient=method.needs_gradient))
-    clone = pickle.loads(pickle.dumps(method))
-    fresh = methods.REGISTRY.create(name, method.config, method.space, 2)
-    fresh.load_state_dict(pickle.loads(pickle.dumps(method.state_dict())))
-    z = method.ask()
-    np.testing.assert_array_equal(clone.ask(), z)
-    np.testing.assert_array_equal(fresh.ask(), z)
-    np.testing.assert_array_equal(clone.recommend(), method.recommend())
+def test_checkpoint_round_trip_continues_identically(name):
+    kit.check_checkpoint(name, SCALE.get(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_search_space_builds(name):
+    kit.check_space(name)
+
+
+def test_the_example_plugin_keeps_the_contract_and_stays_out_of_the_registry():
+    plugin = kit.load(str(EXAMPLE / "random_search.py"))
+    kit.check_method("random-search")
+    assert plugin.methods == ("random-search",) and "random-search" not in methods.REGISTRY
+
+
+BROKEN = """
+import numpy as np
+from methods import MethodEntry
+from random_search import RandomSearch, RandomSearchConfig
+
+
+class Unseeded(RandomSearch):
+    def __init__(self, config, space, seed):
+        super().__init__(config, space, seed)
+        self.rng = np.random.default_rng()  # from the clock, not the seed
+
+
+class ForgetsItsGenerator(RandomSearch):
+    def state_dict(self):
+        return {k: v for k, v in super().state_dict().items() if k != "rng"}
+
+    def load_state_dict(self, state):
+        super().load_state_dict({**state, "rng": np.random.default_rng(0).bit_generator.state})
+
+
+METHODS = [MethodEntry("broken-unseeded", RandomSearchConfig, Unseeded),
+           MethodEntry("broken-checkpoint", RandomSearchConfig, ForgetsItsGenerator)]
+"""
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> None:
+    """The broken methods, a plugin file of their own (loaded once: one module per name)."""
+    kit.load(str(EXAMPLE / "random_search.py"))
+    folder = tmp_path_factory.mktemp("broken")
+    (folder / "broken_methods.py").write_text(BROKEN)
+    kit.load("broken_methods.py", folder)
+
+
+@pytest.mark.parametrize("name, check, says", [
+    ("broken-unseeded", kit.check_reproducible, "the same seed gave two different runs"),
+    ("broken-checkpoint", kit.check_checkpoint, "load_state_dict(state_dict()) does not go on"),
+])
+def test_the_kit_fails_a_method_that_breaks_the_contract(broken, name, check, says):
+    kit.check_ask_tell(name)  # what does not break passes
+    with pytest.raises(AssertionError, match=re.escape(says)):
+        check(name)
 
 
 def test_registry_rejects_collisions_and_unknown_names():

@@ -40,6 +40,9 @@ class SweepInfo:
     model: str = ""
     #: the results schema the sweep writes (``SCHEMA_VERSION``).
     schema_version: str = SCHEMA_VERSION
+    #: the plugins whose methods it runs (``sweep.spec.Plugin``): source, module, methods,
+    #: digest of their source files.
+    plugins: tuple[dict, ...] = ()
 
     @property
     def mode(self) -> str:
@@ -49,7 +52,10 @@ class SweepInfo:
     @classmethod
     def of(cls, spec: SweepSpec) -> SweepInfo:
         return cls(name=spec.name, description=spec.description, metric=spec.search.metric,
-                   source=spec.source, model=spec.model.label)
+                   source=spec.source, model=spec.model.label,
+                   plugins=tuple({"source": p.source, "module": p.module,
+                                  "methods": list(p.methods), "digest": p.digest}
+                                 for p in spec.plugins))
 
 
 def write_info(sweep_dir: Path, info: SweepInfo) -> Path:

@@ -177,6 +177,9 @@ class TrialRecord:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: the method's version (``methods.MethodSpec.version``) the trial ran.
     method_version: int = 1
+    #: sha256 of a plugin method's source files (``sweep.spec.plugins``); None for
+    #: promptsweep's own methods, whose version says it all.
+    method_digest: str | None = None
     status: str = "completed"
     error: str | None = None
     #: the oracle's own counts at the end of the trial (or at the failure).
@@ -301,6 +304,7 @@ class TrialRecord:
         row: dict[str, Any] = {
             "trial_id": self.trial_id, "sweep": self.sweep, "sample_id": self.sample_id,
             "method": self.method, "method_version": int(self.method_version),
+            "method_digest": self.method_digest,
             "estimator": self.estimator, "model": self.model,
             "dataset": self.dataset, "shots": int(self.shots), "seed": int(self.seed),
             "status": self.status, "error": self.error, "black_box": bool(self.black_box),

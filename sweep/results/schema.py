@@ -33,8 +33,8 @@ PARAM_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
 }
 #: 2: the restarts column; 3: method_version; 4: budget_run; 5: val_loss (curves),
-#: best_val_loss and final_val_loss (trials).
-SCHEMA_VERSION = "5"
+#: best_val_loss and final_val_loss (trials); 6: method_digest.
+SCHEMA_VERSION = "6"
 #: How a trial's budget levels are obtained: "curve", read off its one run's checkpoints;
 #: "per-budget", a run planned for its ``budget`` alone, one of ``[budget] limits``.
 BUDGET_RUNS = ("curve", "per-budget")
@@ -57,6 +57,7 @@ _TRIALS_FIELDS: tuple[pa.Field, ...] = (
     _field("sample_id", pa.string(), False),
     _field("method", pa.string(), False),
     _field("method_version", pa.int64(), False),
+    _field("method_digest", pa.string()),
     _field("estimator", pa.string()),
     _field("model", pa.string(), False),
     _field("dataset", pa.string(), False),

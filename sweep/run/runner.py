@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-import methods
 from methods.base import Method
 from sweep.budget import BudgetSpec
 from sweep.data import FewShot
 from sweep.oracle import PromptLayout
 from sweep.run.loop import RunResult, SplitScorer, run_method
 from sweep.run.objective import PromptObjective
+from sweep.spec import SWEEP_METHODS
 
 if TYPE_CHECKING:  # the model's side loads torch: imported where a local run needs it
     from sweep.oracle import ClipOracle, LoadedModel, PooledOracle
@@ -75,7 +75,7 @@ def build_run(name: str, params: dict | None, model: LoadedModel, task: FewShot,
     """Method ``name`` with hyperparameters ``params`` on ``model`` and ``task``, seeded."""
     from sweep.oracle import ClipOracle
 
-    registry = methods.REGISTRY
+    registry = SWEEP_METHODS
     config = registry.make_config(name, params or {})
     method_cls = registry.entry(name).method_cls
     if budget is None:
@@ -89,7 +89,7 @@ def assemble(name: str, config, oracle, seed: int, method: Method | None = None)
     ``method``: one that has run already (from a checkpoint) instead of a fresh one."""
     objective = PromptObjective(oracle, config, seed)
     if method is None:
-        method = methods.REGISTRY.create(name, config, objective.space, seed)
+        method = SWEEP_METHODS.create(name, config, objective.space, seed)
     scorer = SplitScorer(objective.evaluate_split, oracle.zero_shot)
     return Run(name, config, method, oracle, objective, scorer)
 

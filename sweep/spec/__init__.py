@@ -11,6 +11,7 @@ report reads the default spaces without loading torch.
 from sweep.spec.default import DEFAULT_SPEC_TOML
 from sweep.spec.params import DEFAULT_SPACES, Param
 from sweep.spec.parser import load_spec, parse_spec
+from sweep.spec.plugins import ENTRY_POINT_GROUP, SWEEP_METHODS, Plugin, activate, load_plugin
 from sweep.spec.sections import (
     EMBEDDED_MODEL, EMBEDDED_SOURCE, HF_HUB_PREFIX, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, BudgetSection,
     DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection, SweepSpec,
@@ -25,23 +26,28 @@ __all__ = [
     "DEFAULT_SPEC_TOML",
     "EMBEDDED_MODEL",
     "EMBEDDED_SOURCE",
+    "ENTRY_POINT_GROUP",
     "HF_HUB_PREFIX",
     "METRICS",
     "OVERRIDE_KEYS",
     "PRECISIONS",
     "SAMPLERS",
     "SCHEDULERS",
+    "SWEEP_METHODS",
     "BudgetSection",
     "DataSection",
     "MethodSection",
     "MethodSpace",
     "ModelSpec",
     "Param",
+    "Plugin",
     "ResourcesSection",
     "SearchSection",
     "SweepSpec",
     "TargetsSection",
+    "activate",
     "field_types",
+    "load_plugin",
     "load_spec",
     "make_space",
     "param_columns",

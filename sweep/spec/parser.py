@@ -34,10 +34,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from methods import REGISTRY
 from sweep.data import DATASETS, SHOTS
 from sweep.errors import ConfigError, describe
 from sweep.spec.default import DEFAULT_SPEC_TOML
+from sweep.spec.plugins import SWEEP_METHODS, Plugin, entry_point_plugin, load_plugin
 from sweep.spec.sections import (
     EMBEDDED_MODEL,
     EMBEDDED_SOURCE,
@@ -280,6 +280,7 @@ class _Parser(BudgetParsing):
                               "letters, digits, '.', '_' or '-', starting with a letter or "
                               "digit, no '..')")
         description = self.str_(data, "", "description", "")
+        plugins = self.plugins(data)
         search = self.search(data)
         if data.get("budget") == PUBLISHED:  # budget = "published": the whole sweep's
             budget = BudgetSection(published=True, limit=0)
@@ -299,6 +300,7 @@ class _Parser(BudgetParsing):
         return SweepSpec(
             name=name,
             description=description,
+            plugins=plugins,
             source=self.source,
             model=self.model(data),
             data=data_section,
@@ -308,6 +310,31 @@ class _Parser(BudgetParsing):
             methods=methods,
             targets=parse_targets(self, data, search, data_section),
         )
+
+    def plugins(self, data: Mapping[str, Any]) -> tuple[Plugin, ...]:
+        """The modules and files ``plugins`` names, and the installed packages' entry points
+        of the methods ``search.methods`` names that no other method has (``sweep.spec.plugins``),
+        their methods checked and known from here on."""
+        found: list[Plugin] = []
+        if "plugins" in data:
+            for item in self.array(data, "", "plugins"):
+                if not isinstance(item, str) or not item:
+                    self.fail("plugins", f"expected module names or .py files; got {describe(item)}")
+                try:
+                    found.append(load_plugin(item, self.base))
+                except ConfigError as exc:
+                    self.fail("plugins", str(exc))
+        search = data.get("search")
+        named = search.get("methods") if isinstance(search, Mapping) else None
+        for name in named if isinstance(named, list) else ():
+            if isinstance(name, str) and name not in SWEEP_METHODS:
+                try:
+                    plugin = entry_point_plugin(name)
+                except ConfigError as exc:
+                    self.fail("search.methods", str(exc))
+                if plugin is not None:
+                    found.append(plugin)
+        return tuple(found)
 
     def model(self, data: Mapping[str, Any]) -> ModelSpec:
         table = self.table(data, "", "model", _toml_keys(ModelSpec, "config"))
@@ -393,7 +420,7 @@ class _Parser(BudgetParsing):
         for item in methods:
             if not isinstance(item, str):
                 self.fail("search.methods", f"expected method names; got {describe(item)}")
-            self.choice(item, "search.methods", REGISTRY.names(), "method")
+            self.choice(item, "search.methods", SWEEP_METHODS.names(), "method")
         return SearchSection(
             methods=tuple(methods),
             samples=self.int_(table, "search", "samples", d.samples, low=1),
@@ -439,8 +466,8 @@ class _Parser(BudgetParsing):
             self.fail("methods", f"expected a table of method sections; got {describe(tables)}")
         for name in tables:
             if name not in search.methods:
-                if name not in REGISTRY:
-                    self.choice(name, f"methods.{name}", REGISTRY.names(), "method")
+                if name not in SWEEP_METHODS:
+                    self.choice(name, f"methods.{name}", SWEEP_METHODS.names(), "method")
                 self.fail(f"methods.{name}", f"{name} is not in search.methods; add it there or "
                                              "remove this section")
         return tuple(self.method(name, tables.get(name, {}), search, budget)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sweep.budget import BudgetSpec
 from sweep.errors import ConfigError, ModelError
+from sweep.spec.plugins import Plugin
 from sweep.spec.published import published_budget
 from sweep.spec.spaces import MethodSpace
 
@@ -274,8 +275,12 @@ class SweepSpec:
 
     #: results go to results/<name>/ (one path component: letters, digits, ".", "_", "-").
     name: str
-    #: free text for reports.
+    #: free text, shown at the top of the report.
     description: str = ""
+    #: ``plugins = [...]``: modules or ``.py`` files (relative to the specification) that
+    #: declare methods of the user's own (``sweep.spec.plugins``), with the installed
+    #: packages' entry points of the methods this sweep names.
+    plugins: tuple[Plugin, ...] = ()
     #: where the specification came from (a path, or EMBEDDED_SOURCE); not a TOML key.
     source: str = EMBEDDED_SOURCE
     #: the CLIP.

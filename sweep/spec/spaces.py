@@ -33,9 +33,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from methods import REGISTRY
 from sweep.errors import ConfigError, describe
 from sweep.spec.params import DEFAULT_SPACES, Param
+from sweep.spec.plugins import PLUGIN_SPACES, SWEEP_METHODS
 
 if TYPE_CHECKING:
     import optuna
@@ -70,13 +70,13 @@ def field_types(method: str) -> dict[str, str | None]:
     Raises:
         ConfigError: ``method`` is not registered.
     """
-    cls = REGISTRY.entry(method).config_cls
+    cls = SWEEP_METHODS.entry(method).config_cls
     hints = typing.get_type_hints(cls)
     return {f.name: _tag(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
 def _defaults(method: str) -> dict[str, Any]:
-    return dataclasses.asdict(REGISTRY.make_config(method, {}))
+    return dataclasses.asdict(SWEEP_METHODS.make_config(method, {}))
 
 
 def _coerce(value: Any, tag: str | None, key: str) -> Any:
@@ -107,7 +107,7 @@ def _unknown(what: str, name: str, valid: list[str], key: str, of: str = "") -> 
 def _check_config(method: str, values: Mapping[str, Any], key: str) -> None:
     """Build the config of ``values`` so that its own validation speaks, under ``key``."""
     try:
-        REGISTRY.make_config(method, values)
+        SWEEP_METHODS.make_config(method, values)
     except ConfigError as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
@@ -264,8 +264,8 @@ def make_space(method: str, overrides: Mapping[str, Any] | None = None,
             ``<where>.space.<field>.<key>``) and the problem.
     """
     where = where or f"methods.{method}"
-    if method not in REGISTRY:
-        raise _unknown("method", method, REGISTRY.names(), where)
+    if method not in SWEEP_METHODS:
+        raise _unknown("method", method, SWEEP_METHODS.names(), where)
     tags = field_types(method)
     fixed_values: dict[str, Any] = {}
     for name, value in (fixed or {}).items():
@@ -276,7 +276,8 @@ def make_space(method: str, overrides: Mapping[str, Any] | None = None,
         _check_config(method, {name: fixed_values[name]}, key)
     _check_config(method, fixed_values, f"{where}.params")
 
-    params = {p.name: p for p in DEFAULT_SPACES.get(method, ()) if p.name not in fixed_values}
+    default = DEFAULT_SPACES.get(method) or PLUGIN_SPACES.get(method, ())
+    params = {p.name: p for p in default if p.name not in fixed_values}
     for name, table in (overrides or {}).items():
         key = f"{where}.space.{name}"
         if name not in tags:
@@ -334,7 +335,7 @@ def sample_to_config(method: str, sampled: Mapping[str, Any],
         fixed: The space's fixed hyperparameters; a key in both must have the same value.
 
     Returns:
-        A plain dict (JSON-able, for the results' ``config_json``); ``REGISTRY.make_config(method,
+        A plain dict (JSON-able, for the results' ``config_json``); ``SWEEP_METHODS.make_config(method,
         result)`` builds the config from it.
 
     Raises:
@@ -346,7 +347,7 @@ def sample_to_config(method: str, sampled: Mapping[str, Any],
             raise ConfigError(
                 f"{method}: {name} is fixed at {merged[name]!r} but was sampled as {value!r}")
         merged[name] = value
-    REGISTRY.make_config(method, merged)
+    SWEEP_METHODS.make_config(method, merged)
     return merged
 
 

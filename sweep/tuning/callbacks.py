@@ -18,12 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-import methods
 from sweep.checkpoints import remove_checkpoint
 from sweep.errors import PromptTuningError
 from sweep.oracle import ActorSetupError
 from sweep.results import ResultsWriter, TrialOutcome, TrialRecord
-from sweep.spec import SweepSpec, sample_to_config
+from sweep.spec import SWEEP_METHODS, SweepSpec, sample_to_config
 from sweep.tuning.groups import GROUP
 from sweep.tuning.plan import Group
 from sweep.tuning.trial import sample_id_of
@@ -93,8 +92,9 @@ class ResultsCallback:
                                          .removeprefix(f"{ActorSetupError.__name__}: "))
             return
         budget, model = group.budget, self.spec.model.label
-        version = methods.REGISTRY.version(group.method)
-        black_box = methods.REGISTRY.entry(group.method).method_cls.black_box
+        version = SWEEP_METHODS.version(group.method)
+        digest = SWEEP_METHODS.digest(group.method)  # a plugin's: two versions never mix
+        black_box = SWEEP_METHODS.entry(group.method).method_cls.black_box
         if not result.get("outcomes") and group.per_budget:  # no report: every run of it
             outcomes = [TrialOutcome(seed=s, budget=level) for s in group.seeds
                         for level in budget.levels]
@@ -110,8 +110,9 @@ class ResultsCallback:
                 shots=group.shots, seed=out.seed, budget_unit=budget.unit, budget=limit,
                 budget_run="per-budget" if group.per_budget else "curve", black_box=black_box,
                 params=params,
-                estimator=params.get("estimator"), method_version=version,
+                estimator=params.get("estimator"), method_version=version, method_digest=digest,
                 config={"method": group.method, "method_version": version, "params": params,
+                        **({"method_digest": digest} if digest else {}),
                         "budget": limit, "unit": budget.unit, "dataset": group.dataset,
                         "shots": group.shots, "seed": out.seed, "model": model,
                         **({"levels": list(budget.levels)} if budget.levels else {})})

@@ -36,12 +36,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import methods
 from methods.subspace import ModelStats, Parametrisation
 from sweep.data import SPLIT_SIZES
 from sweep.errors import ConfigError
 from sweep.oracle import EMBEDDED_CONFIG
-from sweep.spec import EMBEDDED_MODEL, HF_HUB_PREFIX, ModelSpec, SweepSpec
+from sweep.spec import EMBEDDED_MODEL, HF_HUB_PREFIX, SWEEP_METHODS, ModelSpec, SweepSpec
 from sweep.tuning.plan import Group, SweepPlan
 
 __all__ = ["DEVICES", "SPLIT_SIZES", "Architecture", "Device", "GroupCost", "plan_cost"]
@@ -166,7 +165,7 @@ def _sizes(dataset: str, shots: int) -> tuple[int, int, int, int]:
 
 def _ask(group: Group, arch: Architecture, train: int) -> tuple[int, int, object]:
     """Candidates and images of one ask, and the method's config (at its fixed values)."""
-    registry = methods.REGISTRY
+    registry = SWEEP_METHODS
     config = registry.make_config(group.method, dict(group.params or group.space.fixed))
     text = ((arch.text_layers, config.n_text, arch.text_width) if config.deep
             else (config.n_text, arch.text_width)) if config.n_text else None

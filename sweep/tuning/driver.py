@@ -38,7 +38,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import methods
 from sweep.checkpoints import CheckpointStore, remove_checkpoint
 from sweep.data import DATASETS
 from sweep.errors import ConfigError, PromptTuningError
@@ -51,7 +50,7 @@ from sweep.results import (
     remove_incomplete,
     write_info,
 )
-from sweep.spec import SweepSpec
+from sweep.spec import SWEEP_METHODS, SweepSpec
 from sweep.tuning.callbacks import LOGS, ResultsCallback, keep_log, stop_on_error, tune_callback
 from sweep.tuning.groups import GroupedScheduler, GroupedSearcher, SettingSource
 from sweep.tuning.placement import capacity, check_gpus
@@ -118,13 +117,14 @@ def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, floa
     return [(c.gpu_s / max(1, c.trials), c.requests / max(1, c.trials)) for c in costs]
 
 
-def start_ray(address: str | None = None) -> bool:
+def start_ray(address: str | None = None, py_modules: list[str] | tuple[str, ...] = ()) -> bool:
     """Join a cluster (``address``), or start a private local Ray on the loopback address;
     returns whether it started one (False: Ray was running in this process, or joined).
 
     ``HF_HUB_OFFLINE`` reaches every actor and trial through the job's runtime environment:
     on a cluster they would otherwise have the environment of the node's raylet, not this
-    process's. The launcher sets it to 1 unless the user did.
+    process's. The launcher sets it to 1 unless the user did. So do ``py_modules``, the
+    plugins' files and packages (``sweep.spec.plugins``): Ray ships them to every node.
     """
     import ray
 
@@ -138,7 +138,8 @@ def start_ray(address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     passed = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-    runtime_env = {"env_vars": passed} if passed else None
+    runtime_env = {**({"env_vars": passed} if passed else {}),
+                   **({"py_modules": list(py_modules)} if py_modules else {})} or None
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                  runtime_env=runtime_env)
@@ -217,8 +218,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     print(plan.describe())
     if not plan.groups:
         return plan.results_dir
+    if spec.plugins and ray.is_initialized():
+        raise ConfigError(
+            f"the sweep's plugins ({', '.join(p.source for p in spec.plugins)}) reach the other "
+            "processes through the runtime environment of the Ray job it starts or joins: run "
+            "it where no Ray is running in the process yet")
     writer = ResultsWriter(Path(results_root), spec.name, plan.param_types)
-    started_here = start_ray(address)
+    started_here = start_ray(address, tuple(p.path for p in spec.plugins))
     gpus = spec.actor_gpus
     try:  # a GPU request the cluster can never meet fails here, before any wait
         print(check_gpus(gpus, spec.resources.actors, capacity(started_here, address),
@@ -263,8 +269,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     context = {"pool": pool, "store": store, "groups": [
         (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
                       g.budget.to_budget_spec(), g.budget.checkpoints,
-                      methods.REGISTRY.version(g.method), levels=g.budget.levels,
-                      per_budget=g.per_budget, priority=chain), dict(g.space.fixed),
+                      SWEEP_METHODS.version(g.method), levels=g.budget.levels,
+                      per_budget=g.per_budget, priority=chain,
+                      plugins=tuple(p.module for p in spec.plugins)), dict(g.space.fixed),
          (g.tag, g.sample_id))
         for g, chain in zip(plan.groups, chains)]}
     try:

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import methods
 from sweep.checkpoints import CHECKPOINTS
 from sweep.errors import ConfigError
 from sweep.results import SCHEMA_VERSION, ResultsWarning, ScanResult, SweepContents, read_sweep
-from sweep.spec import BudgetSection, MethodSpace, SweepSpec, param_columns
+from sweep.spec import SWEEP_METHODS, BudgetSection, MethodSpace, SweepSpec, param_columns
 
 __all__ = ["Group", "SweepPlan", "group_tag", "plan_sweep", "sample_index"]
 
@@ -69,7 +68,7 @@ class Group:
         if len(self.budget.levels) < 2:
             return False
         params = dict(self.params) if self.params is not None else dict(self.space.fixed)
-        return methods.REGISTRY.make_config(self.method, params).planned_from_budget
+        return SWEEP_METHODS.make_config(self.method, params).planned_from_budget
 
     @property
     def runs(self) -> int:
@@ -196,20 +195,28 @@ def _refuse_older_schemas(results_dir: Path, versions: frozenset[str]) -> None:
 
 def _refuse_other_versions(results_dir: Path, trials) -> None:
     """Raise where rows of a method were written by another version of it than the registered
-    one: resuming would mix two methods under one name."""
+    one, or, for a plugin's method, from other source files: resuming would mix two methods
+    under one name."""
     if not len(trials):
         return
     # Rows from before methods had versions (schema 2) hold none: they ran version 1.
     written = trials.get("method_version")
     written = (written.fillna(1) if written is not None else 1)
     for method, versions in trials.assign(method_version=written).groupby("method"):
-        current = methods.REGISTRY.version(method) if method in methods.REGISTRY else None
+        current = SWEEP_METHODS.version(method) if method in SWEEP_METHODS else None
         other = sorted({int(v) for v in versions["method_version"]} - {current})
         if other:
             raise ConfigError(
                 f"{results_dir} holds {method} rows of version {', '.join(map(str, other))}, "
                 f"but {method} is now version {current}: --resume would mix the two; give "
                 "the sweep another name")
+        digest = SWEEP_METHODS.digest(method) if method in SWEEP_METHODS else None
+        if "method_digest" in versions and digest is not None and \
+                (versions["method_digest"] != digest).any():
+            raise ConfigError(
+                f"{results_dir} holds {method} rows of other source files than the plugin's "
+                "now (their method_digest differs): --resume would mix two versions of it; give "
+                "the sweep another name, or raise the method's version")
 
 
 def sample_index(tag: str, sample_id: str) -> int:
@@ -243,7 +250,7 @@ def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
     specification no longer has its setting's group, budget or seeds."""
     setting = state.setting
     ok = (setting.method in spec.search.methods
-          and setting.method_version == methods.REGISTRY.version(setting.method)
+          and setting.method_version == SWEEP_METHODS.version(setting.method)
           and setting.dataset in spec.data.datasets
           and setting.shots in spec.shots_for(setting.method) and setting.seeds == spec.data.seeds)
     if ok:

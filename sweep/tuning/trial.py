@@ -31,14 +31,13 @@ from typing import Any
 
 import numpy as np
 
-import methods
 from sweep.budget import BudgetSpec, CheckpointRecord
 from sweep.data import few_shot, load_dataset
 from sweep.errors import ConfigError
 from sweep.oracle import ActorSetupError, OraclePool, TaskKey
 from sweep.results import TrialOutcome
 from sweep.run import LoopState, PromptObjective, RunResult, assemble, iter_run, layout_of, start_loop
-from sweep.spec import ModelSpec
+from sweep.spec import SWEEP_METHODS, ModelSpec, activate
 from sweep.tuning.groups import GROUP, SAMPLE
 
 __all__ = ["UNMEASURED", "SeedOutcome", "TrialSetting", "TrialState", "run_setting",
@@ -67,6 +66,9 @@ class TrialSetting:
     #: sent with the trial's requests: the actors serve higher priorities first (the driver's
     #: estimate of the trial's chain of requests; a scheduling hint that changes no result).
     priority: float = 0.0
+    #: the plugin modules the trial imports before it makes its method (``sweep.spec.activate``:
+    #: Ray's runtime environment ships them).
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -146,7 +148,7 @@ class TrialState:
 
 def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
     """Seed ``out``'s run: fresh, or from its checkpointed method, loop and objective state."""
-    config = methods.REGISTRY.make_config(setting.method, setting.params)
+    config = SWEEP_METHODS.make_config(setting.method, setting.params)
     layout = layout_of(config)
     key = TaskKey(setting.dataset, setting.data_root, setting.shots, out.seed)
     budget = (setting.budget if out.budget is None
@@ -263,6 +265,7 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     from ray import tune
 
     base, fixed, (tag, repair) = context["groups"][config[GROUP]]
+    activate(base.plugins)
     params = {**fixed, **{k: v for k, v in config.items() if k not in (GROUP, SAMPLE)}}
     setting = dataclasses.replace(base, params=params)
     unit = setting.budget.unit
