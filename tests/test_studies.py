@@ -72,6 +72,45 @@ def test_a_trial_ends_in_its_study_as_its_rows_will_say(tmp_path):
     assert set(study.trials[0].params) == {"sigma0"}
 
 
+def _search(tmp_path):
+    from sweep.tuning.studies import GroupSearch, open_storage
+
+    spec = parse_spec(SPEC, "st.toml")
+    return GroupSearch(spec.method("bbt").space, optuna.samplers.TPESampler(seed=0),
+                       open_storage(tmp_path), TAG, {})
+
+
+def test_a_tune_without_the_private_attributes_the_studies_use_fails_naming_its_version(
+        tmp_path, monkeypatch):
+    import ray
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweep.errors import RayVersionError
+
+    built = OptunaSearch.__init__
+
+    def moved(self, *args, **kwargs):  # a Tune that keeps its Optuna trials elsewhere
+        built(self, *args, **kwargs)
+        self._trials_by_id = self.__dict__.pop("_ot_trials")
+
+    monkeypatch.setattr(OptunaSearch, "__init__", moved)
+    with pytest.raises(RayVersionError) as info:
+        _search(tmp_path)
+    assert str(info.value).startswith(
+        f"ray.tune.search.optuna.OptunaSearch._ot_trials (a dict, which sweep.tuning.studies "
+        f"uses) is not in Ray {ray.__version__}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_study_write_that_fails_in_the_code_is_raised_not_warned(tmp_path):
+    search = _search(tmp_path)
+    grouped = GroupedSearcher([SettingSource(1, 0, search)], "val_acc", "max")
+    grouped.suggest("a")
+    search._ot_trials["a"] = object()  # what a Tune whose trials moved would hand back
+    with pytest.raises(AttributeError):
+        grouped.on_trial_result("a", _result(0.3, 10, "running"))
+
+
 def _rows(tmp_path, spec) -> None:
     """A folder as an interrupted sweep leaves it: 000 done, 001 stopped by ASHA, 002 lost its
     seed 2 (a part truncated and removed), on two seeds with two checkpoints each."""

@@ -46,6 +46,7 @@ import pandas as pd
 from optuna.trial import TrialState as StudyState
 from ray.tune.search.optuna import OptunaSearch
 
+from sweep.errors import RayVersionError
 from sweep.results import (
     STUDY_FILE,
     ResultsError,
@@ -60,13 +61,17 @@ from sweep.tuning.groups import SAMPLE
 from sweep.tuning.plan import SweepPlan, group_tag, sample_index
 from sweep.tuning.trial import UNMEASURED, sample_id_of
 
-__all__ = ["DIRECTIONS", "LOCK_TIMEOUT_S", "GroupSearch", "open_storage", "prepare_studies",
-           "record_repairs", "record_settings", "remove_storage", "study_state"]
+__all__ = ["DIRECTIONS", "LOCK_TIMEOUT_S", "TUNE_PRIVATE", "GroupSearch", "open_storage",
+           "prepare_studies", "record_repairs", "record_settings", "remove_storage", "study_state"]
 
 #: The studies' direction for each mode of ``[search] metric``.
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
 #: How long a write waits for a reader's lock (optuna-dashboard's) before it fails.
 LOCK_TIMEOUT_S = 60
+#: The private attributes of Ray Tune's ``OptunaSearch`` that ``GroupSearch`` reads (Ray
+#: 2.52-2.60), and their types: where they move, the studies fail at once, naming Ray's version.
+TUNE_PRIVATE = {"_ot_trials": dict, "_ot_study": optuna.Study, "_completed_trials": set,
+                "_metric": str}
 
 
 def open_storage(results_dir: Path) -> optuna.storages.RDBStorage:
@@ -114,7 +119,9 @@ class GroupSearch(OptunaSearch):
     axis), not by report number, and a trial ends as its rows will say
     (``study_state``): ASHA's stopped trials PRUNED, not COMPLETE. A storage that
     cannot be written warns and the sweep goes on: the tables are the record, and
-    ``--resume`` rebuilds the study from them.
+    ``--resume`` rebuilds the study from them. It reads private attributes of
+    ``OptunaSearch`` (``TUNE_PRIVATE``); a Ray without them fails at once with
+    ``RayVersionError``, never a warning.
 
     Args:
         space: the group's define-by-run space.
@@ -130,6 +137,10 @@ class GroupSearch(OptunaSearch):
                  metric: str = "val_acc", mode: str = "max") -> None:
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler,
                          study_name=tag, storage=storage)
+        for name, kind in TUNE_PRIVATE.items():  # checked once, here: never a warning
+            if not isinstance(self.__dict__.get(name), kind):
+                raise RayVersionError.moved(f"ray.tune.search.optuna.OptunaSearch.{name} "
+                                            f"(a {kind.__name__}, which sweep.tuning.studies uses)")
         self._tag, self._attrs = tag, dict(attrs)
         self._latest: dict[str, dict[str, Any]] = {}  # each running trial's last result
         self._steps: dict[str, set[int]] = {}  # the steps each trial reported
@@ -148,6 +159,8 @@ class GroupSearch(OptunaSearch):
     def _guarded(self, write) -> None:
         try:
             write()
+        except (AttributeError, NameError, TypeError):
+            raise  # the code's errors (a part of Tune or Optuna moved), not the storage's
         except Exception as exc:  # noqa: BLE001 - the storage's errors are many (SQLAlchemy's)
             warnings.warn(f"study {self._tag}: {type(exc).__name__}: {exc}; the results tables "
                           "are written all the same (--resume rebuilds the study from them)",
@@ -159,8 +172,8 @@ class GroupSearch(OptunaSearch):
         step, steps = int(result["queries"]), self._steps.setdefault(trial_id, set())
         if step not in steps:  # a report at the same query count adds nothing new
             steps.add(step)
-            self._guarded(lambda: self._ot_trials[trial_id].report(float(result[self._metric]),
-                                                                   step))
+            trial, value = self._ot_trials[trial_id], float(result[self._metric])
+            self._guarded(lambda: trial.report(value, step))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -179,7 +192,8 @@ class GroupSearch(OptunaSearch):
         # As ResultsCallback writes the rows: no outcomes, every seed failed.
         state = study_state([seed_status(o["status"], error) for o in last.get("outcomes", ())])
         value = float(last[self._metric]) if state == StudyState.COMPLETE else None
-        self._guarded(lambda: self._ot_study.tell(self._ot_trials[trial_id], value, state=state))
+        study, trial = self._ot_study, self._ot_trials[trial_id]
+        self._guarded(lambda: study.tell(trial, value, state=state))
         self._completed_trials.add(trial_id)
         self._latest.pop(trial_id, None)
         self._steps.pop(trial_id, None)
