@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Decoded images go to a folder of this test session, not the user's cache: the
 # environment reaches every Ray worker the session starts.
 os.environ["PROMPTSWEEP_CACHE"] = tempfile.mkdtemp(prefix="promptsweep-test-pixels-")
+# Likewise the key that signs the trials' checkpoints (sweep.checkpoints), not the user's.
+os.environ["PROMPTSWEEP_CHECKPOINT_KEY"] = os.path.join(
+    tempfile.mkdtemp(prefix="promptsweep-test-key-"), "checkpoint-key")
 
 import numpy as np
 import pytest
@@ -95,3 +99,29 @@ def ray_session():
     start_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def umask_022():
+    """This process's umask at 022 (the common one) for the test."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+class _RunsCode:
+    """Unpickled, it makes a folder: what a pickle planted in a results folder could do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """(a pickle that runs code when it is loaded, the folder that code makes): nothing may
+    ever unpickle it, so the folder must never appear."""
+    marker = tmp_path / "planted-code-ran"
+    return pickle.dumps(_RunsCode(str(marker))), marker

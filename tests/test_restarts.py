@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -135,8 +136,12 @@ def test_a_trial_whose_process_is_lost_goes_on_from_its_checkpoint(never_stopped
     assert not (folder / "checkpoints").exists()  # removed once the rows were written
 
 
+def _modes(folder: Path, pattern: str) -> set[int]:
+    return {stat.S_IMODE(p.stat().st_mode) for p in folder.glob(pattern)}
+
+
 def test_a_stopped_sweep_resumes_its_trial_from_the_checkpoint(never_stopped, tmp_path,
-                                                                monkeypatch):
+                                                                monkeypatch, umask_022):
     from sweep.tuning.callbacks import ResultsCallback
 
     seen = ResultsCallback.on_trial_result
@@ -152,10 +157,34 @@ def test_a_stopped_sweep_resumes_its_trial_from_the_checkpoint(never_stopped, tm
     folder = tmp_path / "ckpt"
     assert not list((folder / "trials").glob("*.parquet"))  # no partial rows
     assert [p.name for p in (folder / "checkpoints").glob("*.pkl")] == ["bbt-Caltech101-4shot-000.pkl"]
+    assert _modes(folder, "checkpoints/*.pkl") == {0o600}  # the user's own, whatever the umask
     monkeypatch.setattr(ResultsCallback, "on_trial_result", seen)
     with pytest.raises(Exception, match="--resume"):
         _sweep(tmp_path)
     _assert_same_run(_tables(_sweep(tmp_path, resume=True)), never_stopped)
+    # The results themselves, as other tools' files, for the colleagues of a shared folder.
+    assert _modes(folder, "*/part-*.parquet") | _modes(folder, "*.json") == {0o644}
+
+
+def test_a_checkpoint_planted_in_a_sweeps_folder_is_never_run_and_its_setting_starts_over(
+        never_stopped, tmp_path, planted):
+    from sweep.results import ResultsWarning
+
+    code, marker = planted
+    folder = tmp_path / "ckpt"
+    for table in ("trials", "curves", "checkpoints"):  # a sweep stopped mid-trial, as it leaves
+        (folder / table).mkdir(parents=True)  # its folder, given a checkpoint not its user's
+    path = folder / "checkpoints" / "bbt-Caltech101-4shot-000.pkl"
+    path.write_bytes(code)
+    with pytest.warns(ResultsWarning, match=f"checkpoint {path} refused"):
+        tables = _tables(_sweep(tmp_path, resume=True))
+    assert not marker.exists(), "the planted code ran"
+    (trials, curves), (_, ref_curves) = tables, never_stopped
+    assert trials["restarts"].tolist() == [0] and trials["status"].tolist() == ["completed"]
+    assert trials["sample_id"].tolist() == ["bbt-Caltech101-4shot-000"]
+    pd.testing.assert_frame_equal(curves[CURVE].reset_index(drop=True),
+                                  ref_curves[CURVE].reset_index(drop=True))
+    assert not (folder / "checkpoints").exists()
 
 
 def _gpu_spec(tmp_path: Path, resources: str, model: str = "") -> Path:

@@ -73,7 +73,7 @@ samples = 3
 
 
 def _checkpointed(tmp_path, sample_id: str, limit: int = 40, version: int | None = None) -> None:
-    from sweep.checkpoints import CheckpointStore
+    from sweep.checkpoints import CheckpointStore, key_file
     from sweep.tuning.trial import SeedOutcome
 
     setting = TrialSetting("bbt", {"sigma0": 0.5}, "digits", None, 4, (1, 2),
@@ -83,7 +83,8 @@ def _checkpointed(tmp_path, sample_id: str, limit: int = 40, version: int | None
     state = TrialState(setting, 3, [SeedOutcome(1), SeedOutcome(2)])
     for table in ("trials", "curves"):  # as the driver's writer leaves a sweep's folder
         (tmp_path / "plan" / table).mkdir(parents=True, exist_ok=True)
-    CheckpointStore(str(tmp_path / "plan")).put(sample_id, state.to_bytes())
+    CheckpointStore(str(tmp_path / "plan"), str(key_file())).put(sample_id, state.header(),
+                                                                  state.to_bytes())
 
 
 def test_a_checkpointed_setting_is_planned_to_go_on_and_new_settings_take_other_ids(tmp_path):
@@ -117,6 +118,55 @@ def test_a_checkpoint_of_another_specification_is_not_resumed(tmp_path, change):
         plan = plan_sweep(parse_spec(PLAN_SPEC, "plan.toml"), tmp_path, resume=True)
     assert plan.stale_checkpoints == ["bbt-digits-4shot-000"]
     assert [(g.sample_id, g.samples) for g in plan.groups] == [(None, 3)]
+
+
+@pytest.mark.parametrize("how", ["a pickle", "another key", "altered"])
+def test_a_planted_checkpoint_is_never_unpickled_by_plan_or_dry_run_and_is_not_resumed(
+        tmp_path, planted, how):
+    from sweep.checkpoints import seal
+    from sweep.launch import main
+    from sweep.results import ResultsWarning
+    from sweep.spec import parse_spec
+    from sweep.tuning import plan_sweep
+
+    code, marker = planted
+    sample_id = "bbt-digits-4shot-001"
+    _checkpointed(tmp_path, sample_id)  # an authentic checkpoint of a real setting, replaced:
+    path = tmp_path / "plan" / "checkpoints" / f"{sample_id}.pkl"
+    if how == "a pickle":  # as checkpoints were before they were signed
+        path.write_bytes(code)
+    elif how == "another key":  # a colleague's, or a forger's: a well-formed signed file
+        path.write_bytes(seal(b"k" * 32, sample_id, {"setting": {}}, code))
+    else:  # the authentic header and signature over code of someone else's
+        head, _, _ = path.read_bytes().rpartition(b"\n")
+        path.write_bytes(head + b"\n" + code)
+    spec = tmp_path / "plan.toml"
+    spec.write_text(PLAN_SPEC)
+    for option in ("--plan", "--dry-run"):
+        with pytest.warns(ResultsWarning) as seen:
+            assert main([str(spec), "--results", str(tmp_path), option]) == 0
+        assert not marker.exists(), f"{option} ran the planted code"
+        (line,) = [str(w.message) for w in seen if "refused" in str(w.message)]
+        assert line.startswith(f"checkpoint {path} refused (") and "\n" not in line
+        assert line.endswith("; its setting runs from the start")
+    with pytest.warns(ResultsWarning, match="refused"):
+        plan = plan_sweep(parse_spec(PLAN_SPEC, "plan.toml"), tmp_path, resume=True)
+    assert plan.stale_checkpoints == [sample_id]  # removed on --resume, its setting run afresh
+    assert [(g.sample_id, g.samples, g.offset) for g in plan.groups] == [(None, 3, 0)]
+    assert not marker.exists(), "the planted code ran"
+
+
+def test_a_checkpoint_is_refused_without_this_users_key(tmp_path, monkeypatch):
+    from sweep.results import ResultsWarning
+    from sweep.spec import parse_spec
+    from sweep.tuning import plan_sweep
+
+    _checkpointed(tmp_path, "bbt-digits-4shot-001")  # made with this user's key
+    monkeypatch.setenv("PROMPTSWEEP_CHECKPOINT_KEY", str(tmp_path / "no-key-here"))
+    with pytest.warns(ResultsWarning, match="there is no checkpoint key here"):
+        plan = plan_sweep(parse_spec(PLAN_SPEC, "plan.toml"), tmp_path, resume=True)
+    assert plan.stale_checkpoints == ["bbt-digits-4shot-001"]
+    assert not (tmp_path / "no-key-here").exists()  # a plan makes no key
 
 
 @pytest.mark.parametrize("method, other", [("bbt", 1), ("cbbt", -1)])

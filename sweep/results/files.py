@@ -11,13 +11,16 @@ Layout::
 
 Each part is written to a hidden temporary file in its folder, fsynced and
 renamed into place (``write_atomic``), so a part either exists whole or not
-at all. The writer and the reader share this module.
+at all. Files are made as other tools make theirs, under the user's umask
+(``temporary``); only the trials' checkpoints are 0600 (``sweep.checkpoints``).
+The writer and the reader share this module.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -27,7 +30,8 @@ import pyarrow.parquet as pq
 from sweep.errors import ConfigError, PromptTuningError
 
 __all__ = ["ACTORS_FILE", "PART", "STUDY_FILE", "TMP_SUFFIX", "TRIAL_ID", "ResultsError", "fsync_dir",
-           "part_name", "probe", "results_error", "study_storage", "sweep_dir", "write_atomic"]
+           "part_name", "probe", "results_error", "study_storage", "sweep_dir", "temporary",
+           "write_atomic"]
 
 #: A part file's name; its group ``id`` is the trial id.
 PART = re.compile(r"^part-(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
@@ -60,11 +64,23 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temporary(final: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside ``final`` (fd, path), made as other tools make their
+    files: 0666 less the user's umask (0644 under umask 022), so that a group's shared results
+    folder stays readable to colleagues (``tempfile.mkstemp`` makes 0600)."""
+    while True:
+        # Hidden name: pyarrow's folder reader skips files starting with '.', so a temporary
+        # left by a hard kill never breaks pd.read_parquet.
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+
+
 def write_atomic(table: pa.Table, final: Path) -> None:
     """Write ``table`` to ``final`` whole or not at all (temporary, fsync, rename, fsync folder)."""
-    # Hidden name: pyarrow's folder reader skips files starting with '.', so a temporary
-    # left by a hard kill never breaks pd.read_parquet.
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
+    fd, tmp = temporary(final)
     try:
         with os.fdopen(fd, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from sweep.results.files import ResultsError, results_error
+from sweep.results.files import ResultsError, results_error, temporary
 from sweep.results.schema import SCHEMA_VERSION
 from sweep.spec import METRICS, SweepSpec
 
@@ -62,11 +61,10 @@ def write_info(sweep_dir: Path, info: SweepInfo) -> Path:
     """Write ``info`` to ``sweep_dir/sweep.json``, whole or not at all (ResultsError)."""
     path = Path(sweep_dir) / INFO_FILE
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{INFO_FILE}.", dir=path.parent)
+        fd, tmp = temporary(path)  # under the umask: colleagues read it too
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(asdict(info), f, indent=1)
             f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from colleagues
         os.replace(tmp, path)
     except OSError as exc:
         raise results_error("write", path, exc) from exc
@@ -100,9 +98,3 @@ def describe_actors(actors: list[dict]) -> str:
         by_node.setdefault(str(actor.get("node", "?")), []).append(str(actor.get("device", "?")))
     nodes = "; ".join(f"{node}: {', '.join(devices)}" for node, devices in by_node.items())
     return f"{len(actors)} on {len(by_node)} node{'s' if len(by_node) != 1 else ''} ({nodes})"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

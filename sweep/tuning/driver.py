@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sweep.checkpoints import CheckpointStore, remove_checkpoint
+from sweep.checkpoints import CheckpointStore, key_file, load_key, remove_checkpoint
 from sweep.data import DATASETS
 from sweep.errors import ConfigError, PromptTuningError
 from sweep.oracle import ActorSetupError, OraclePool, OracleServer, PlacementError
@@ -150,14 +150,15 @@ def start_ray(address: str | None = None, py_modules: list[str] | tuple[str, ...
     return True
 
 
-def _checkpoint_store(results_dir: Path):
-    """The sweep's checkpoint store (``sweep.checkpoints``): an actor on the driver's node."""
+def _checkpoint_store(results_dir: Path, key: Path):
+    """The sweep's checkpoint store (``sweep.checkpoints``): an actor on the driver's node,
+    which signs and checks the checkpoints with this user's key, the file ``key`` there."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return ray.remote(CheckpointStore).options(num_cpus=0, scheduling_strategy=here).remote(
-        str(results_dir.resolve()))
+        str(results_dir.resolve()), str(key))
 
 
 #: Where each oracle actor runs, written beside the results when they start, and what each
@@ -191,8 +192,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     Raises:
         ConfigError, DataError, ModelError: bad input (results to overwrite, a data
-            root, an image of a few-shot draw, the model), before anything is written
-            or Ray starts.
+            root, an image of a few-shot draw, the model, a checkpoint key that will not
+            do), before anything is written or Ray starts.
         ResultsError: the results folder cannot be created or written in (before Ray
             starts), or a part file cannot be written: the sweep stops, leaving the
             parts already written whole and no partial one.
@@ -223,6 +224,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             f"the sweep's plugins ({', '.join(p.source for p in spec.plugins)}) reach the other "
             "processes through the runtime environment of the Ray job it starts or joins: run "
             "it where no Ray is running in the process yet")
+    key = key_file()  # the checkpoints' key (made on first use): one that will not do fails
+    load_key(key, create=True)  # here, before Ray starts
     writer = ResultsWriter(Path(results_root), spec.name, plan.param_types)
     started_here = start_ray(address, tuple(p.path for p in spec.plugins))
     gpus = spec.actor_gpus
@@ -252,7 +255,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     # For the report: the description and metric, and where the actors run.
     write_info(plan.results_dir, SweepInfo.of(spec))
     (plan.results_dir / ACTOR_REPORT).write_text(json.dumps({"actors": places}, indent=1) + "\n")
-    store = _checkpoint_store(plan.results_dir)
+    store = _checkpoint_store(plan.results_dir, key)
     # The studies' storage (optuna.db), where some group samples its settings.
     storage = (open_storage(plan.results_dir) if any(
         not g.sample_id and not g.space.samples_nothing for g in plan.groups) else None)

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.checkpoints import CHECKPOINTS
+from sweep.checkpoints import (
+    CHECKPOINTS,
+    CheckpointRefused,
+    checkpoint_path,
+    key_file,
+    load_key,
+    read_checkpoint,
+    refused,
+)
 from sweep.errors import ConfigError
 from sweep.results import SCHEMA_VERSION, ResultsWarning, ScanResult, SweepContents, read_sweep
 from sweep.spec import SWEEP_METHODS, BudgetSection, MethodSpace, SweepSpec, param_columns
@@ -157,8 +165,8 @@ def plan_sweep(spec: SweepSpec, results_root: str | Path = "results", resume: bo
                     plan.groups.append(Group(m, d, int(s), section.space,
                                              spec.budget_for(m, d, int(s)),
                                              missing, 1, 0, sample_id, params))
-        for sample_id, state in checkpoints.items():
-            group = _checkpoint_group(spec, sample_id, state)
+        for sample_id, setting in checkpoints.items():
+            group = _checkpoint_group(spec, sample_id, setting)
             if group is None:
                 plan.stale_checkpoints.append(sample_id)
             else:  # a setting cut short: it goes on from its checkpoint
@@ -226,29 +234,38 @@ def sample_index(tag: str, sample_id: str) -> int:
 
 
 def _checkpoints(results_dir: Path, written: set[str], stale: list[str]) -> dict[str, Any]:
-    """The sweep's checkpoints of settings without rows (``TrialState`` by sample id); those
-    of settings whose rows were written since, and those that do not load, go to ``stale``."""
-    from sweep.tuning.trial import TrialState
+    """The settings (``TrialSetting``) of the sweep's checkpoints of settings without rows, by
+    sample id, read from their signed headers: nothing is unpickled (``sweep.checkpoints``).
+    Checkpoints of settings whose rows were written since go to ``stale``; so do files that
+    are refused (not signed with this user's key) or do not read, with one line each."""
+    from sweep.tuning.trial import TrialSetting
 
     folder = results_dir / CHECKPOINTS
-    states = {}
-    for path in sorted(folder.glob("*.pkl")) if folder.is_dir() else ():
+    files = sorted(folder.glob("*.pkl")) if folder.is_dir() else []
+    key = load_key(key_file()) if files else None
+    settings = {}
+    for path in files:
+        try:
+            checkpoint_path(results_dir, path.stem)
+        except ValueError as exc:  # no setting's: left alone
+            warnings.warn(refused(path, exc), ResultsWarning, stacklevel=2)
+            continue
         if path.stem in written:
             stale.append(path.stem)
             continue
         try:
-            states[path.stem] = TrialState.from_bytes(path.read_bytes())
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure: say so, start over
-            warnings.warn(f"checkpoint {path} does not load ({type(exc).__name__}: {exc}); "
-                          "its setting is not resumed", ResultsWarning, stacklevel=2)
+            header, _ = read_checkpoint(path, key)
+            settings[path.stem] = TrialSetting.from_dict(header["setting"])
+        except (CheckpointRefused, OSError, LookupError, TypeError, ValueError) as exc:
+            reason = exc if isinstance(exc, CheckpointRefused) else f"{type(exc).__name__}: {exc}"
+            warnings.warn(refused(path, reason), ResultsWarning, stacklevel=2)
             stale.append(path.stem)
-    return states
+    return settings
 
 
-def _checkpoint_group(spec: SweepSpec, sample_id: str, state) -> Group | None:
-    """The repair group that goes on from ``state``; None (with a warning) where the
-    specification no longer has its setting's group, budget or seeds."""
-    setting = state.setting
+def _checkpoint_group(spec: SweepSpec, sample_id: str, setting) -> Group | None:
+    """The repair group that goes on from the checkpoint of ``setting``; None (with a warning)
+    where the specification no longer has its setting's group, budget or seeds."""
     ok = (setting.method in spec.search.methods
           and setting.method_version == SWEEP_METHODS.version(setting.method)
           and setting.dataset in spec.data.datasets

@@ -21,6 +21,7 @@ setting goes on from there: the same final result as a run never stopped
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 import time
@@ -69,6 +70,16 @@ class TrialSetting:
     #: the plugin modules the trial imports before it makes its method (``sweep.spec.activate``:
     #: Ray's runtime environment ships them).
     plugins: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The setting as plain data (JSON's types): what a checkpoint's header holds."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSetting:
+        """The setting ``to_dict`` gave (TypeError, ValueError or ConfigError for another)."""
+        return cls(**{**data, "budget": BudgetSpec(**data["budget"]), "seeds": tuple(data["seeds"]),
+                      "levels": tuple(data["levels"])})
 
 
 @dataclass
@@ -138,12 +149,18 @@ class TrialState:
     #: each seed's outcome so far, with a running seed's method, loop and objective state.
     outcomes: list[SeedOutcome]
 
+    def header(self) -> dict[str, Any]:
+        """What the checkpoint says of itself in plain data, readable without unpickling."""
+        return {"setting": self.setting.to_dict(), "checkpoint": self.checkpoint}
+
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
     def from_bytes(blob: bytes) -> TrialState:
-        return pickle.loads(blob)  # noqa: S301 - the sweep's own checkpoint (sweep.checkpoints)
+        """Only for bytes whose signature the checkpoint store checked (``sweep.checkpoints``):
+        unpickling runs the code a pickle names."""
+        return pickle.loads(blob)  # noqa: S301 - this user's own, signed checkpoint
 
 
 def _start(setting: TrialSetting, out: SeedOutcome, pool: OraclePool | None):
@@ -270,17 +287,22 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     setting = dataclasses.replace(base, params=params)
     unit = setting.budget.unit
     store, sample_id = context.get("store"), sample_id_of(tag, repair, config)
-    blob = None if store is None else ray.get(store.get.remote(sample_id))
-    resume = None if blob is None else TrialState.from_bytes(blob)
-    if resume is not None and resume.setting != setting:
-        raise ConfigError(f"the checkpoint of {sample_id} was made for another setting "
-                          f"({resume.setting}); remove it to start the setting over")
+    # The store checks the checkpoint's signature before it hands it out; its setting is
+    # compared before anything is unpickled.
+    found = None if store is None else ray.get(store.get.remote(sample_id))
+    resume = None
+    if found is not None:
+        header, blob = found
+        if header.get("setting") != setting.to_dict():
+            raise ConfigError(f"the checkpoint of {sample_id} was made for another setting "
+                              f"({header.get('setting')}); remove it to start the setting over")
+        resume = TrialState.from_bytes(blob)
     for checkpoint, outcomes in run_setting(setting, context["pool"], resume):
         metrics = summary(outcomes, unit)
         done = all(o.status != "running" for o in outcomes)
         if store is not None and not done:  # kept before it is reported: never behind a report
             state = TrialState(setting, checkpoint + 1, [o.saved() for o in outcomes])
-            ray.get(store.put.remote(sample_id, state.to_bytes()))
+            ray.get(store.put.remote(sample_id, state.header(), state.to_bytes()))
         report = {**metrics, "checkpoint": checkpoint, "done": done,
                   "outcomes": [o.report().to_dict() for o in outcomes]}
         for metric, worst in UNMEASURED.items():
