@@ -157,12 +157,9 @@ def simulate(spec_path: Path, gpus: int, device_name: str, time_scale: float, bu
                        per_gpu)
     plan = plan_sweep(spec, out_root, resume=False)
     ray.shutdown()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Logical resources: a CPU per trial (Tune asks one each) and the simulated GPUs.
-    ray.init(num_cpus=spec.resources.concurrency + 1, num_gpus=gpus, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="WARNING",
-             object_store_memory=1 << 30)
-    start_ray()  # the driver's environment settings; Ray is up
+    # Logical resources: a CPU per trial (Tune asks one each) and the simulated GPUs; the
+    # launcher's private Ray otherwise (a token of its own).
+    start_ray(num_cpus=spec.resources.concurrency + 1, num_gpus=gpus, object_store_memory=1 << 30)
     started = time.time()
     try:
         with CpuSampler() as cpu:

@@ -32,6 +32,12 @@ threadpool_limits(1, user_api="blas")
 torch.set_num_threads(1)
 
 from sweep.data import FewShot, Split
+from sweep.tuning.auth import private_token
+
+# Every Ray of the session, and of the processes it starts, is authenticated: RAY_AUTH_MODE=token
+# with a token of the session's own (the launcher's start_ray makes one of its own again); the
+# user's ~/.ray/auth_token is never read or written.
+private_token()
 
 TINY_VIT = {
     "embed_dim": 32,

@@ -59,9 +59,10 @@ def main(root: str) -> int:
     from sweep.oracle import EMBEDDED_CONFIG
     from sweep.spec import ModelSpec, parse_spec
     from sweep.tuning import DEVICES, run_sweep
+    from sweep.tuning.auth import private_token
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as sweep.tuning.start_ray does
+    private_token()  # RAY_AUTH_MODE=token, a token of this cluster's own, as start_ray's
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 3, "num_gpus": 0, "include_dashboard": False, "object_store_memory": 256 << 20,
         # A lost node is found in about 5 s instead of Ray's default 15-30 s.

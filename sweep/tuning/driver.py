@@ -51,6 +51,7 @@ from sweep.results import (
     write_info,
 )
 from sweep.spec import SWEEP_METHODS, SweepSpec
+from sweep.tuning.auth import joined_mode, private_token
 from sweep.tuning.callbacks import LOGS, ResultsCallback, keep_log, stop_on_error, tune_callback
 from sweep.tuning.groups import GroupedScheduler, GroupedSearcher, SettingSource
 from sweep.tuning.placement import capacity, check_gpus
@@ -117,14 +118,23 @@ def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, floa
     return [(c.gpu_s / max(1, c.trials), c.requests / max(1, c.trials)) for c in costs]
 
 
-def start_ray(address: str | None = None, py_modules: list[str] | tuple[str, ...] = ()) -> bool:
-    """Join a cluster (``address``), or start a private local Ray on the loopback address;
+def start_ray(address: str | None = None, py_modules: list[str] | tuple[str, ...] = (), *,
+              num_cpus: int | None = None, num_gpus: int | None = None,
+              object_store_memory: int = 512 * 1024 * 1024) -> bool:
+    """Join a cluster (``address``), or start a private local Ray on the loopback address, with
+    ``num_cpus`` (default: this machine's), ``num_gpus`` (Ray's count) and ``object_store_memory``;
     returns whether it started one (False: Ray was running in this process, or joined).
+
+    Both are authenticated (``sweep.tuning.auth``): the local Ray with a token of its own, made
+    for it; a cluster with the user's ``RAY_AUTH_MODE``, ``token`` unless said otherwise.
 
     ``HF_HUB_OFFLINE`` reaches every actor and trial through the job's runtime environment:
     on a cluster they would otherwise have the environment of the node's raylet, not this
     process's. The launcher sets it to 1 unless the user did. So do ``py_modules``, the
     plugins' files and packages (``sweep.spec.plugins``): Ray ships them to every node.
+
+    Raises:
+        ConfigError: the cluster asks for a token that this process does not have.
     """
     import ray
 
@@ -134,19 +144,27 @@ def start_ray(address: str | None = None, py_modules: list[str] | tuple[str, ...
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # No TensorBoard/CSV/JSON loggers: results are ours, in Parquet.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return False
     passed = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
     runtime_env = {**({"env_vars": passed} if passed else {}),
                    **({"py_modules": list(py_modules)} if py_modules else {})} or None
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                 runtime_env=runtime_env)
+        mode = joined_mode()
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                     runtime_env=runtime_env)
+        except ray.exceptions.AuthenticationError as exc:
+            raise ConfigError(
+                f"the Ray cluster at {address} refused this process (RAY_AUTH_MODE={mode}: "
+                f"{' '.join(str(exc).split())[:160]}); give it the cluster's token "
+                "(RAY_AUTH_TOKEN_PATH, RAY_AUTH_TOKEN or ~/.ray/auth_token: docs/security.md), "
+                "or RAY_AUTH_MODE=disabled for a Ray without authentication") from exc
         return False
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
-             _node_ip_address="127.0.0.1", log_to_driver=False,
-             object_store_memory=512 * 1024 * 1024, runtime_env=runtime_env)
+    private_token()
+    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False,
+             logging_level=logging.WARNING, _node_ip_address="127.0.0.1", log_to_driver=False,
+             object_store_memory=object_store_memory, runtime_env=runtime_env)
     return True
 
 
@@ -193,7 +211,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     Raises:
         ConfigError, DataError, ModelError: bad input (results to overwrite, a data
             root, an image of a few-shot draw, the model, a checkpoint key that will not
-            do), before anything is written or Ray starts.
+            do), before anything is written or Ray starts; a cluster that refuses this
+            process (no token).
         ResultsError: the results folder cannot be created or written in (before Ray
             starts), or a part file cannot be written: the sweep stops, leaving the
             parts already written whole and no partial one.
