@@ -21,6 +21,9 @@
 #                      (default /data/hf); HF_HUB_OFFLINE=1 is always set
 #   RAY_PORT           the port of Ray's head (default 6379)
 #   RAY_JOIN_TIMEOUT   seconds to wait for every node to join (default 600)
+#   PROMPTSWEEP_RAY_TOKEN  a file (mode 600) holding the Ray token the job uses, for
+#                      clients outside the job (ray status, the dashboard); default:
+#                      a token made for the job, which nothing outside it can use
 #
 #SBATCH --job-name=promptsweep
 #SBATCH --nodes=2
@@ -52,10 +55,19 @@ export PATH="$venv/bin:$PATH"
 export HF_HUB_OFFLINE=1
 export HF_HOME=${HF_HOME:-/data/hf}
 export RAY_USAGE_STATS_ENABLED=0
-# Ray's token authentication, with a token made for this job: other users of
-# the cluster's network cannot use this Ray cluster. It is never printed.
+# Ray's token authentication, with a token made for this job (or yours, from
+# PROMPTSWEEP_RAY_TOKEN): other users of the cluster's network cannot use this
+# Ray cluster. It is never printed, and the job writes it nowhere.
 export RAY_AUTH_MODE=token
-RAY_AUTH_TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+token_file=${PROMPTSWEEP_RAY_TOKEN:-}
+if [[ -n $token_file ]]; then
+    [[ -r $token_file && -s $token_file ]] || fail "no Ray token in $token_file (PROMPTSWEEP_RAY_TOKEN)"
+    [[ $(stat -c %a "$token_file") == 600 ]] ||
+        fail "$token_file can be read by others: chmod 600 it (PROMPTSWEEP_RAY_TOKEN)"
+    RAY_AUTH_TOKEN=$(tr -d ' \n' <"$token_file")
+else
+    RAY_AUTH_TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fi
 export RAY_AUTH_TOKEN
 # A temporary folder of the job's own (/tmp/ray may belong to another user).
 temp_dir=/tmp/ray-${SLURM_JOB_ID:-$$}

@@ -67,8 +67,12 @@ SECRET_VALUE = re.compile(
 #: Environment variables that carry credentials: never set by the cluster file.
 SECRET_ENV = re.compile(
     r"\b(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|HF_TOKEN|HUGGING_FACE_HUB_TOKEN"
-    r"|GITHUB_TOKEN|WANDB_API_KEY|GOOGLE_APPLICATION_CREDENTIALS)\s*="
+    r"|GITHUB_TOKEN|WANDB_API_KEY|GOOGLE_APPLICATION_CREDENTIALS|RAY_AUTH_TOKEN)\s*="
 )
+#: The one file mount from outside the repository: Ray's token, from where Ray keeps it on your
+#: machine to where Ray looks for it on each node (Ray's own recipe for its cluster launcher up to
+#: 2.60). Its key names a token file, whose content is never in the cluster file.
+RAY_TOKEN_MOUNT = ("~/.ray/auth_token", "~/.ray/auth_token")
 #: Local files that hold credentials: never a file mount source.
 SENSITIVE_PATHS = (".aws", ".ssh", ".netrc", ".config/gcloud", ".docker", ".kube",
                    "huggingface/token", ".env")
@@ -249,6 +253,8 @@ def test_no_credentials_in_the_file(text, config):
     match = SECRET_VALUE.search(text)
     assert match is None, f"something that looks like a secret: {match.group(0)[:12]}..."
     for path, key, value in _walk(config):
+        if path == ".file_mounts" and (key, value) == RAY_TOKEN_MOUNT:
+            continue
         if isinstance(key, str) and key not in ALLOWED_KEY_NAMES:
             assert not SECRET_KEY_NAME.search(key), f"secret-bearing key {path}.{key}"
         if isinstance(value, str):
@@ -260,6 +266,8 @@ def test_no_credentials_in_the_file(text, config):
 
 def test_file_mounts_copy_only_the_project(config):
     for remote, local in config["file_mounts"].items():
+        if (remote, local) == RAY_TOKEN_MOUNT:
+            continue  # test_ray_token_authentication_on_every_node
         rel = _local(local)
         assert not Path(rel).is_absolute() and not rel.startswith("~"), \
             f"{remote}: {local} is outside the repository"
@@ -369,6 +377,30 @@ def test_rays_own_security_group_rules_open_only_ssh():
               if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert {"_create_default_intracluster_inbound_rules",
             "_create_default_ssh_inbound_rules"} <= called
+
+
+def test_ray_token_authentication_on_every_node(config):
+    """Ray's ports are reachable inside the cluster's security group only, and still nothing
+    without the token may use them: RAY_AUTH_MODE=token before every `ray start`, for the
+    driver's shell too, with the same token on every node (file_mounts, which the head copies
+    on to each worker it launches)."""
+    remote, local = RAY_TOKEN_MOUNT
+    assert config["file_mounts"].get(remote) == local, "the token does not reach the nodes"
+    for field in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[field] if re.search(r"\bray start\b", c)]
+        assert starts, field
+        for cmd in starts:
+            assert re.search(r"\bRAY_AUTH_MODE=token\b[^;&|]*\bray start\b", cmd), \
+                f"{field}: RAY_AUTH_MODE=token is not set for `ray start`: {cmd}"
+    setup = config["setup_commands"]
+    assert any(re.fullmatch(r"test -s ~/\.ray/auth_token && chmod 600 ~/\.ray/auth_token", c)
+               for c in setup), "a node without its token must fail setup; the token 0600"
+    shell = [c for c in setup if ".promptsweep_env" in c and "export" in c]
+    assert shell and all(re.search(r"'export [^']*\bRAY_AUTH_MODE=token\b", c) for c in shell), \
+        "the driver's shell (ray exec, ray attach) must join with RAY_AUTH_MODE=token"
+    for cmd in _commands(config):
+        for mode in re.findall(r"\bRAY_AUTH_MODE=(\w+)", cmd):
+            assert mode == "token", cmd
 
 
 def test_dashboard_and_ray_ports_are_not_exposed(config):

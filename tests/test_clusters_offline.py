@@ -320,6 +320,23 @@ def test_slurm_starts_the_head_then_the_workers_then_the_sweep(tmp_path, hosts):
         assert env["PATH"].split(":")[0] == str(run.venv / "bin")
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o644], ids=["private", "readable by others"])
+def test_slurm_uses_the_users_token_file_only_if_no_one_else_can_read_it(tmp_path, mode):
+    token = "5e" * 32
+    path = tmp_path / "ray-token"
+    path.write_text(token + "\n")
+    path.chmod(mode)
+    run = SlurmRun(tmp_path, HOSTS3[:2], (SPEC,), PROMPTSWEEP_RAY_TOKEN=str(path))
+    if mode == 0o644:
+        assert run.returncode != 0 and "chmod 600" in run.output
+        assert [c["prog"] for c in run.calls if c["prog"] != "hostname"] == []
+        return
+    assert run.returncode == 0, run.output
+    assert token not in run.output, "the token was printed"
+    for call in [*run.of("ray"), *run.waits(), *run.sweeps()]:
+        assert (call["env"]["RAY_AUTH_MODE"], call["env"]["RAY_AUTH_TOKEN"]) == ("token", token)
+
+
 def test_slurm_single_node_job(tmp_path):
     run = SlurmRun(tmp_path, ("gpu-c03",), (SPEC,), ips={"gpu-c03": "10.20.0.1"})
     assert run.returncode == 0, run.output
@@ -565,6 +582,18 @@ def test_cluster_is_not_exposed(cluster):
     assert not head.get("enableIngress", False)
     text = RAYJOB.read_text() + STORAGE.read_text()
     assert not re.search(r"(?i)(password|secret|token)\s*:\s*\S", text.replace("mode: token", ""))
+    for name, group in _groups(cluster):  # KubeRay's token, on every pod: none of ours wins
+        env = {e["name"] for e in _ray_container(group).get("env", [])}
+        assert not env & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}, name
+
+
+def test_the_checkpoint_key_outlives_the_pods_outside_the_results(rayjob, cluster):
+    head = {e["name"]: e.get("value") for e in _ray_container(cluster["headGroupSpec"])["env"]}
+    key = Path(head["PROMPTSWEEP_CHECKPOINT_KEY"])
+    (launch,) = [p for p in _entrypoint(rayjob) if p[:3] == ["python", "-m", "sweep.launch"]]
+    assert key.is_relative_to(_volume_mount(rayjob)), "a pod's home goes with the pod"
+    assert not key.is_relative_to(option(launch, "--results")), "results travel; the key not"
+    assert not key.is_relative_to("/data/promptsweep"), "each pod copies that folder"
 
 
 def test_readmes_cover_the_three_ways():
