@@ -110,3 +110,31 @@ def test_results_files_follow_the_umask(tmp_path, umask_022):
     assert [(f.parent.name, f.name, _mode(f)) for f in files] == [
         ("curves", "part-t-s1.parquet", 0o644), ("trials", "part-t-s1.parquet", 0o644),
         ("modes", INFO_FILE, 0o644)]
+
+
+#: What can turn bytes into code: modules and calls that readers of a results folder never use.
+UNPICKLERS = {"pickle", "cloudpickle", "ray.cloudpickle", "dill", "joblib", "shelve", "marshal"}
+UNPICKLING_CALLS = {"read_pickle", "from_bytes", "load", "loads"}
+
+
+@pytest.mark.parametrize("package", ["sweep/report", "sweep/results", "sweep/tuning/plan.py",
+                                     "sweep/launch.py", "sweep/checkpoints.py"])
+def test_what_reads_a_results_folder_has_no_way_to_unpickle(package):
+    """The report, the reader, the plan and the launcher's --plan and --dry-run: no unpickler
+    imported, and no ``load``/``loads``/``from_bytes`` but JSON's."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted((root / package).rglob("*.py") if (root / package).is_dir()
+                       else [root / package]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names
+                      if n in UNPICKLERS or n.split(".")[0] in {"pickle", "dill", "joblib"}]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in UNPICKLING_CALLS and not (
+                        isinstance(node.func.value, ast.Name) and node.func.value.id == "json"):
+                found.append(f"{path.name}:{node.lineno} calls .{node.func.attr}")
+    assert found == []
