@@ -121,12 +121,14 @@ def _trial_costs(spec: SweepSpec, groups: list[Group]) -> list[tuple[float, floa
 def start_ray(address: str | None = None, py_modules: list[str] | tuple[str, ...] = (), *,
               num_cpus: int | None = None, num_gpus: int | None = None,
               object_store_memory: int = 512 * 1024 * 1024) -> bool:
-    """Join a cluster (``address``), or start a private local Ray on the loopback address, with
-    ``num_cpus`` (default: this machine's), ``num_gpus`` (Ray's count) and ``object_store_memory``;
-    returns whether it started one (False: Ray was running in this process, or joined).
+    """Join a cluster (``address``), or start a private local Ray, with ``num_cpus`` (default:
+    this machine's), ``num_gpus`` (Ray's count) and ``object_store_memory``; returns whether it
+    started one (False: Ray was running in this process, or joined).
 
     Both are authenticated (``sweep.tuning.auth``): the local Ray with a token of its own, made
-    for it; a cluster with the user's ``RAY_AUTH_MODE``, ``token`` unless said otherwise.
+    for it; a cluster with the user's ``RAY_AUTH_MODE``, ``token`` unless said otherwise. The
+    token is what keeps others out of the local Ray: it is asked to use 127.0.0.1, but Ray 2.60
+    binds its GCS and raylet to every interface all the same (seen here with ``ss -ltn``).
 
     ``HF_HUB_OFFLINE`` reaches every actor and trial through the job's runtime environment:
     on a cluster they would otherwise have the environment of the node's raylet, not this
