@@ -156,7 +156,8 @@ def _make_key(path: Path) -> None:
         finally:
             os.unlink(tmp)
     except OSError as exc:
-        raise ConfigError(f"cannot make the checkpoint key {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot make the checkpoint key {path}: {exc.strerror or exc}; set "
+                          f"{KEY_ENV} to a file of yours elsewhere") from exc
 
 
 # ---------------------------------------------------------------- signed files

@@ -56,6 +56,13 @@ def test_a_key_file_that_proves_nothing_fails_in_one_line(tmp_path, problem):
         str(info.value)
 
 
+def test_a_key_that_cannot_be_made_fails_in_one_line_naming_the_way_out(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_key(tmp_path / "a-file" / "checkpoint-key", create=True)
+    assert "\n" not in str(info.value) and "PROMPTSWEEP_CHECKPOINT_KEY" in str(info.value)
+
+
 def test_a_signed_checkpoint_reads_back_and_any_change_is_refused():
     key, state = b"k" * 32, b"\x80\x05state"
     blob = seal(key, "bbt-digits-4shot-000", HEADER, state)
