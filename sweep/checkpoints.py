@@ -28,10 +28,12 @@ need none, as they unpickle only what the store checked.
 
 Why a key rather than a format that holds no code: a trial's state holds the methods' own
 objects (pycma's and pypop7's optimisers, numpy generators, torch adapters and their
-optimisers), whose exact state a resumed trial needs to end as one never stopped. A code-free
-format would need a state_dict for every method and every library object it holds, kept in step
-with each library's internals; a signature covers them all, today's and tomorrow's, in a few
-lines of the standard library.
+optimisers), whose exact state a resumed trial needs to end as one never stopped. The methods'
+``state_dict`` does not make it code-free: pycma's and pypop7's runs are saved the libraries' own
+way, as pickles inside it (``methods/es_subspace.py``, ``methods/es_pypop.py``), and a plugin's
+method may hold anything. A code-free format would need a serialisation of every library
+object, kept in step with each library's internals; a signature covers them all, today's and
+tomorrow's, in a few lines of the standard library.
 
 File layout (``seal``)::
 
