@@ -39,11 +39,21 @@ __all__ = ["AUTH_ENV", "joined_mode", "private_token"]
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
+#: The token file this process made (``private_token``), while it is the one in use.
+_MADE: list[Path] = []
+
+
 def private_token() -> Path:
     """Give the Rays this process starts from now on a token of their own: a new token in a
     file only this user can read, ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` in this
     process's environment (which Ray's processes inherit); returns the file. Call it before
-    ``ray.init`` of a new local Ray, or before ``ray.cluster_utils.Cluster``."""
+    ``ray.init`` of a new local Ray, or before ``ray.cluster_utils.Cluster``.
+
+    Once per process: while the environment still names the file made before, that file is
+    kept (a second token would leave a Ray started with the first one unreachable)."""
+    if _MADE and os.environ.get("RAY_AUTH_TOKEN_PATH") == str(_MADE[-1]) and \
+            os.environ.get("RAY_AUTH_MODE") == "token" and _MADE[-1].is_file():
+        return _MADE[-1]
     folder = Path(tempfile.mkdtemp(prefix="promptsweep-ray-"))  # 0700
     atexit.register(shutil.rmtree, folder, True)
     path = folder / "auth_token"
@@ -53,6 +63,7 @@ def private_token() -> Path:
     os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)})
     _reload()
+    _MADE.append(path)
     return path
 
 
