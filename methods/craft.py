@@ -48,8 +48,7 @@ import torch.nn.functional as F
 
 from methods.base import Evaluation, Method, SearchSpace
 from methods.errors import ConfigError
-from methods.es_subspace import CMAESConfig
-from methods.fresh_mean_cma import DEPLOYS, FreshMeanCMA
+from methods.fresh_mean_cma import DEPLOYS, CraFTSubspaceConfig, FreshMeanCMA
 from methods.logit_head import LogitHead, candidate_logits, kl_batchmean
 from methods.zo_adapter import GrowingAdamW
 
@@ -59,30 +58,11 @@ _HEAD_STREAM = 0x48454144  # "HEAD": the head's weights and batches, apart from 
 
 
 @dataclass(frozen=True, kw_only=True)
-class CraFTConfig(CMAESConfig):
+class CraFTConfig(CraFTSubspaceConfig):
     """CraFT's defaults (main_craft.py; craft_configs/*.yaml, the values most data sets share)."""
 
-    #: 4 context tokens (``n_ctx = 4``)...
-    n_text: int = 4
-    #: ... from "a photo of a" (``ctx_init``).
-    text_init: str | None = "a photo of a"
-    #: the subspace, p = p0 + A z (``intrinsic_dim: 512``).
-    intrinsic_dim_text: int | None = 512
-    #: A ~ N(0, std^2) (``std: 0.2``; 1 on DTD, EuroSAT, ImageNet).
-    projection_std: float | None = 0.2
-    #: CMA-ES population (``popsize: 40``).
-    popsize: int = 40
     #: CMA-ES sigma0 (``sigma: 1``; 0.02 on DTD, EuroSAT, FGVCAircraft, Oxford Pets).
     sigma0: float = 1.0
-    #: CMA-ES box (``bound: 5``; 0, none, on FGVCAircraft, Food101, ImageNet).
-    bound: float = 5.0
-    #: augmented training views (``train_transform``)...
-    augment: bool = True
-    #: ... a bicubic RandomResizedCrop (scale 0.5-1) and a flip...
-    views: str = "craft"
-    #: ... of which the population sees one pass, cached for the run (``pre_load_features``
-    #: over ``train_loader_F``), and the head a fresh pass each generation.
-    fixed_views: bool = True
     #: w, the KL weight in the fitness and the head's loss (``weight: 0.1``; 0.001 on DTD,
     #: 0.01 on EuroSAT, 1 on Food101, 0 on ImageNet).
     weight: float = 0.1
@@ -121,14 +101,16 @@ class CraFTConfig(CMAESConfig):
 class CraFT(Method):
     """CraFT: CMA-ES whose fitness sees a local head on the logits (the module docstring).
 
-    Example (a CLIP-shaped toy: 3 classes, text features from z)::
+    Example (a toy with 3 classes whose text features z moves)::
 
         >>> rng = np.random.default_rng(0)
-        >>> img = rng.normal(size=(30, 8)); img /= np.linalg.norm(img, axis=1, keepdims=True)
+        >>> anchors = rng.normal(size=(3, 8))
         >>> labels = np.arange(30) % 3
+        >>> img = anchors[labels] + rng.normal(size=(30, 8))
+        >>> img /= np.linalg.norm(img, axis=1, keepdims=True)
         >>> def evaluate(z):
-        ...     txt = np.tanh(z[:, None, :8] + z[:, None, 8:] * np.arange(3)[None, :, None])
-        ...     txt /= np.linalg.norm(txt, axis=-1, keepdims=True) + 1e-9
+        ...     txt = anchors[None] + z[:, None, :8] - z[:, None, 8:]
+        ...     txt /= np.linalg.norm(txt, axis=-1, keepdims=True)
         ...     return Evaluation(losses=(z ** 2).sum(1), text_features=txt,
         ...                       image_features=img[None], labels=labels, logit_scale=10.0)
         >>> method = CraFT(CraFTConfig(popsize=8, sigma0=0.3), SearchSpace(16), seed=0)

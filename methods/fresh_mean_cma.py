@@ -1,4 +1,5 @@
-"""pycma CMA-ES deployed at the mean of a fresh population: the CMA-ES part of CraFT and SharpZO.
+"""What CraFT and SharpZO share: their prompt and subspace, and pycma CMA-ES deployed at the
+mean of a fresh population.
 
 Both releases (mrflogs/CraFT: main_craft.py ``update_context_prompt``; yifanycc/sharpzo:
 main_sharpzo.py, the same function) deploy, after each ``tell``, the mean of A z over a
@@ -17,6 +18,7 @@ around every pycma call.
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,10 +26,37 @@ import numpy as np
 from methods.errors import ConfigError
 from methods.es_subspace import CMAESConfig, _GlobalRNG, _new_cma, _reasons
 
-__all__ = ["DEPLOYS", "FreshMeanCMA"]
+__all__ = ["DEPLOYS", "CraFTSubspaceConfig", "FreshMeanCMA"]
 
 #: what is deployed after a tell: the mean of a fresh population, or pycma's best point.
 DEPLOYS = ("fresh_mean", "best")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CraFTSubspaceConfig(CMAESConfig):
+    """CraFT's prompt, subspace, views and CMA-ES, which SharpZO's release reuses (main_craft.py,
+    craft_configs/*.yaml; main_sharpzo.py, dataset_configs/*.yaml: the values most data sets
+    share)."""
+
+    #: 4 context tokens (``n_ctx = 4``)...
+    n_text: int = 4
+    #: ... from "a photo of a" (``ctx_init``).
+    text_init: str | None = "a photo of a"
+    #: the subspace, p = p0 + A z (``intrinsic_dim: 512``).
+    intrinsic_dim_text: int | None = 512
+    #: A ~ N(0, std^2) (``std: 0.2``; 1 on DTD, EuroSAT, ImageNet).
+    projection_std: float | None = 0.2
+    #: CMA-ES population (``popsize: 40``).
+    popsize: int = 40
+    #: CMA-ES box (``bound: 5``; 0, none, on FGVCAircraft, Food101, ImageNet).
+    bound: float = 5.0
+    #: augmented training views (``train_transform``)...
+    augment: bool = True
+    #: ... a bicubic RandomResizedCrop (scale 0.5-1) and a flip...
+    views: str = "craft"
+    #: ... one pass of them, cached for the run (``pre_load_features`` over
+    #: ``train_loader_F``); CraFT's head alone sees a fresh pass each generation.
+    fixed_views: bool = True
 
 
 class FreshMeanCMA:

@@ -59,9 +59,8 @@ import numpy as np
 
 from methods.base import Evaluation, Method, SearchSpace
 from methods.errors import ConfigError
-from methods.es_subspace import CMAESConfig
 from methods.estimators import Antithetic, CoordinateBlock, EstimatorConfig
-from methods.fresh_mean_cma import FreshMeanCMA
+from methods.fresh_mean_cma import CraFTSubspaceConfig, FreshMeanCMA
 
 __all__ = ["SharpZO", "SharpZOConfig"]
 
@@ -70,29 +69,11 @@ RELEASE_CHANGE_POINT = 100
 
 
 @dataclass(frozen=True, kw_only=True)
-class SharpZOConfig(CMAESConfig):
-    """SharpZO's defaults (run_all_final_exps.sh; dataset_configs/*.yaml, the common values)."""
+class SharpZOConfig(CraFTSubspaceConfig):
+    """SharpZO's defaults (run_all_final_exps.sh; dataset_configs/*.yaml: CraFT's prompt)."""
 
-    #: 4 context tokens (``n_ctx = 4``)...
-    n_text: int = 4
-    #: ... from "a photo of a" (``ctx_init``).
-    text_init: str | None = "a photo of a"
-    #: the subspace, p = p0 + A z (``intrinsic_dim: 512``).
-    intrinsic_dim_text: int | None = 512
-    #: A ~ N(0, std^2) (``std: 0.2``; 1 on DTD, EuroSAT, ImageNet).
-    projection_std: float | None = 0.2
-    #: CMA-ES population (``popsize: 40``).
-    popsize: int = 40
     #: CMA-ES sigma0 (``--sigma 0.4``).
     sigma0: float = 0.4
-    #: CMA-ES box (``bound: 5``; 0, none, on FGVCAircraft, Food101, ImageNet).
-    bound: float = 5.0
-    #: augmented training views (``train_transform``)...
-    augment: bool = True
-    #: ... a bicubic RandomResizedCrop (scale 0.5-1) and a flip...
-    views: str = "craft"
-    #: ... one pass of them, cached for the run (``pre_load_features``).
-    fixed_views: bool = True
     #: the SAM radius (``--rho 0.1``).
     rho: float = 0.1
     #: "release": |eps| = rho / sqrt(popsize), as compute_eps computes it; "rho": |eps| = rho.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_task
+from conftest import RecordingObjective, make_task
 
 import methods
 from methods.base import SearchSpace
@@ -25,21 +25,6 @@ def make(budget: int | None = None, unit: str = "candidate_evals", seed: int = 1
     return method, SyntheticClipObjective(DIM, BudgetSpec(unit=unit, limit=limit), seed=3)
 
 
-class Recording:
-    """The objective, remembering each request: its points, keywords and reply."""
-
-    def __init__(self, objective):
-        self.objective, self.requests = objective, []
-
-    def __getattr__(self, name):
-        return getattr(self.objective, name)
-
-    def __call__(self, z, **kwargs):
-        ev = self.objective(z, **kwargs)
-        self.requests.append((np.array(z), kwargs, ev))
-        return ev
-
-
 def told_fitness(method) -> list[np.ndarray]:
     """Record what CraFT tells pycma, generation by generation."""
     told, tell = [], method.cma.tell
@@ -51,7 +36,7 @@ def told_fitness(method) -> list[np.ndarray]:
 @pytest.mark.parametrize("unit", UNITS)
 def test_a_generation_is_the_population_and_the_deployed_prompt_on_fresh_views(unit):
     method, objective = make(12 * (POP + 1) + 5, unit)
-    recording = Recording(objective)
+    recording = RecordingObjective(objective)
     result = run_method(method, recording)
     sizes = [len(z) for z, _, _ in recording.requests]
     fresh = [kwargs.get("fresh_views", False) for _, kwargs, _ in recording.requests]
@@ -65,17 +50,9 @@ def test_a_generation_is_the_population_and_the_deployed_prompt_on_fresh_views(u
     assert "generation_budget" in result.stop_reasons  # 5 left: no generation started
 
 
-def test_with_weight_0_the_fitness_is_the_black_boxs_own_loss():
-    method, objective = make(weight=0.0)
-    told = told_fitness(method)
-    z = method.ask()
-    ev = objective(z, features=True)
-    method.tell(z, ev)
-    np.testing.assert_allclose(told[0], ev.losses, rtol=1e-5)
-
-
-def test_the_fitness_adds_w_times_the_heads_kl_to_the_loss():
-    method, objective = make(weight=0.5)
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_fitness_is_the_black_boxs_loss_plus_w_times_the_heads_kl(weight):
+    method, objective = make(weight=weight)
     told = told_fitness(method)
     z = method.ask()
     ev = objective(z, features=True)
@@ -84,8 +61,8 @@ def test_the_fitness_adds_w_times_the_heads_kl_to_the_loss():
     _, raw = next(candidate_logits(ev.image_features, ev.text_features, ev.logit_scale, 10**9))
     with torch.no_grad():
         kl = kl_batchmean(raw, head(raw)).double().numpy()
-    assert (kl > 0).all()
-    np.testing.assert_allclose(told[0], ev.losses + 0.5 * kl, rtol=1e-5)
+    assert (kl > 0).all()  # with w = 0 the fitness is the loss the black box returned
+    np.testing.assert_allclose(told[0], ev.losses + weight * kl, rtol=1e-5)
 
 
 def test_the_heads_kl_is_on_for_the_first_fraction_of_the_budget():
@@ -107,7 +84,7 @@ def test_chunked_requests_are_bounded_and_change_nothing():
     runs = {}
     for bound in (1 << 25, 80 * 16 + 3 * 80):
         method, objective = make(6 * (POP + 1), max_request_floats=bound)
-        recording = Recording(objective)
+        recording = RecordingObjective(objective)
         told = told_fitness(method)
         result = run_method(method, recording)
         runs[bound] = (result.recommendation, objective.used, told, recording.requests)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import RecordingObjective
 
 import methods
 from methods.base import Evaluation, SearchSpace
@@ -24,29 +25,14 @@ def make(budget: int | None = None, unit: str = "candidate_evals", **params):
     return method, QuadraticObjective(DIM, BudgetSpec(unit=unit, limit=limit), seed=2)
 
 
-class Recording:
-    """The objective, remembering each request's points and losses."""
-
-    def __init__(self, objective):
-        self.objective, self.requests = objective, []
-
-    def __getattr__(self, name):
-        return getattr(self.objective, name)
-
-    def __call__(self, z, **kwargs):
-        ev = self.objective(z, **kwargs)
-        self.requests.append((np.array(z), ev.losses.copy()))
-        return ev
-
-
 @pytest.mark.parametrize("unit", UNITS)
 def test_every_probe_and_candidate_is_counted_and_stage1_takes_its_share(unit):
     # Budget: 40 generations' worth; stage 1 takes 0.21 of it, in whole generations.
     generation = 2 * DIM + POP
     method, objective = make(40 * generation, unit)
-    recording = Recording(objective)
+    recording = RecordingObjective(objective)
     result = run_method(method, recording)
-    sizes = [len(z) for z, _ in recording.requests]
+    sizes = [len(z) for z, _, _ in recording.requests]
     planned = 40 * generation // (2 * DIM) * (2 * DIM)  # the loop plans in asks of probes
     stage1 = int(0.21 * planned) // generation  # 8 generations
     assert sizes[:2 * stage1] == [2 * DIM, POP] * stage1 and set(sizes[2 * stage1:]) == {2}
