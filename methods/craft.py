@@ -269,8 +269,9 @@ class CraFT(Method):
 
     def _size_requests(self, image: np.ndarray, text: np.ndarray) -> None:
         """Candidates per population request so that a reply holds at most the bound."""
-        per = text.shape[1] * text.shape[2] * (1 if image.shape[0] == 1 else 2)
-        shared = image.shape[1] * image.shape[2] if image.shape[0] == 1 else 0
+        images = image.shape[1] * image.shape[2]  # shared, or one set per candidate (visual)
+        per = text.shape[1] * text.shape[2] + (images if image.shape[0] > 1 else 0)
+        shared = images if image.shape[0] == 1 else 0
         fits = (self.config.max_request_floats - shared) // per
         self.chunk = int(min(self.cma.popsize, max(1, fits)))
 
