@@ -3,6 +3,7 @@
     python -m sweep.launch sweeps/embedded-suite.toml     # the reference run
     python -m bench.suite results/embedded-suite          # this: criteria and tables
     python -m bench.suite --probe digits digits-noise     # which tasks leave room
+    python -m bench.suite results/embedded-suite-craft-sharpzo --out suite-craft-sharpzo
 
 Reads the run's tables (settings chosen on validation, ``sweep.report``'s
 ``best_settings``, test accuracy reported), scores each black-box method's
@@ -12,7 +13,9 @@ shots: zero-shot, white-box CoOp and each black-box method's test accuracy
 (mean, std over seeds) at its full budget and at 1/8 of it, and its start;
 whether each of the issue's criteria holds; and for CBBT, run once per budget
 level, how far its levels read off the full run's curve differ from the runs
-planned for them. Prints the README's tables.
+planned for them; and the run's own facts: its trials, wall time, revision and the command
+that made it. ``--out`` names the file (a run of some methods alone, at the suite's
+protocol). Prints the README's tables.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from bench import common
 
 SHOTS = 16
 #: The suite's black-box methods, under their published names.
-BLACK_BOX = ("bpt-vlm", "bbt", "cbbt", "zip", "blackvip-tokens")
+BLACK_BOX = ("bpt-vlm", "bbt", "cbbt", "zip", "blackvip-tokens", "craft", "sharpzo")
 #: The issue's thresholds, in points of test accuracy.
 ZERO_SHOT_MAX, COOP_MARGIN, START_MARGIN, GAIN, RISE = 70.0, 15.0, 10.0, 10.0, 5.0
 
@@ -124,6 +127,20 @@ def cbbt_two_ways(trials: pd.DataFrame, curves: pd.DataFrame) -> list[dict]:
     return out
 
 
+def run_facts(results: Path, trials: pd.DataFrame) -> dict:
+    """What made a sweep's rows: its command, trials, wall time (first start to last end),
+    revisions, method versions and trials gone on from a checkpoint."""
+    end = (trials["started_at"] + pd.to_timedelta(trials["wall_s"], unit="s")).max()
+    spec = Path("sweeps") / f"{results.name}.toml"
+    return {"command": f"python -m sweep.launch {spec}" if spec.is_file() else None,
+            "trials": len(trials),
+            "wall_min": round((end - trials["started_at"].min()).total_seconds() / 60, 1),
+            "git_rev": sorted(trials["git_rev"].unique()),
+            "method_version": {m: sorted(int(v) for v in g["method_version"].unique())
+                               for m, g in trials.groupby("method")},
+            "restarts": int(trials["restarts"].sum())}
+
+
 def measure(results: Path, with_starts: bool = True) -> dict:
     from sweep.report import best_settings, zero_shot_summary
     from sweep.results import load_results
@@ -177,7 +194,7 @@ def measure(results: Path, with_starts: bool = True) -> dict:
     separated = sum(t["criteria"]["two_best_differ_by_2_se"] for t in per_task.values())
     return {
         "machine": common.machine(), "results": str(results), "shots": SHOTS, "seeds": seeds,
-        "tasks": per_task,
+        "run": run_facts(results, trials), "tasks": per_task,
         "suite_criteria": {
             "each_task": {name: all(v for k, v in t["criteria"].items()
                                     if k not in ("two_best_differ_by_2_se",
@@ -212,6 +229,8 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="?", default=Path("results/embedded-suite"))
+    parser.add_argument("--out", default="suite",
+                        help="the file's name under bench/results (default: suite)")
     parser.add_argument("--no-starts", action="store_true",
                         help="skip scoring the methods' untuned starts (no model is loaded)")
     parser.add_argument("--probe", nargs="+", metavar="TASK", default=None,
@@ -225,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| `{name}` | " + " | ".join(f"{v}" for v in row.values()) + " |")
         return 0
     report = measure(args.results, with_starts=not args.no_starts)
-    path = common.write("suite", report)
+    path = common.write(args.out, report)
     print(render(report))
     print("\n" + "\n".join(f"{k}: {v}" for k, v in report["suite_criteria"].items()))
     for name, t in report["tasks"].items():

@@ -19,11 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 import methods
 from bench import common
-from bench.suite import SHOTS, _pct, _rows, starts
+from bench.suite import SHOTS, _pct, _rows, run_facts, starts
 
 
 def _recipe(params: dict) -> str:
@@ -40,7 +38,6 @@ def measure(folder: Path) -> dict:
     trials, curves = load_results(folder)
     trials = trials[(trials["method"] == "cbbt") & (trials["shots"] == SHOTS)]
     best = best_settings(trials, curves)
-    end = (trials["started_at"] + pd.to_timedelta(trials["wall_s"], unit="s")).max()
     tasks = {}
     for task in sorted(trials["dataset"].unique()):
         row = _rows(best, task, 1.0).loc["cbbt"]
@@ -53,13 +50,12 @@ def measure(folder: Path) -> dict:
     recipes = {_recipe(t["params"]) for t in tasks.values()}
     if len(recipes) != 1:
         raise ValueError(f"{folder}: one recipe of views a sweep; found {sorted(recipes)}")
+    facts = run_facts(folder, trials)
     return {"results": str(folder), "recipe": recipes.pop(),
-            "method_version": sorted(int(v) for v in trials["method_version"].unique()),
-            "git_rev": sorted(trials["git_rev"].unique()), "trials": len(trials),
-            "seeds": sorted(int(s) for s in trials["seed"].unique()),
-            "restarts": int(trials["restarts"].sum()),  # trials gone on from a checkpoint
-            "wall_min": round((end - trials["started_at"].min()).total_seconds() / 60, 1),
-            "tasks": tasks}
+            "method_version": facts["method_version"]["cbbt"], "git_rev": facts["git_rev"],
+            "trials": facts["trials"], "seeds": sorted(int(s) for s in trials["seed"].unique()),
+            "restarts": facts["restarts"],  # trials gone on from a checkpoint
+            "wall_min": facts["wall_min"], "tasks": tasks}
 
 
 def render(report: dict) -> str:

@@ -10,9 +10,9 @@ from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import BudgetExceededError, ConfigError, PromptTuningError
 from methods.registry import REGISTRY, MethodEntry, MethodSpec, Registry
 
-_ES, _BBT, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES = (
+_ES, _BBT, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES, _CRAFT, _SHARPZO = (
     "methods.es_subspace", "methods.bbt", "methods.es_pypop", "methods.zeroth_order",
-    "methods.cbbt", "methods.zo_adapter", "methods.baselines",
+    "methods.cbbt", "methods.zo_adapter", "methods.baselines", "methods.craft", "methods.sharpzo",
 )
 
 #: Every method: registry name, defining module, config class, method class, summary.
@@ -46,6 +46,12 @@ METHODS: tuple[MethodSpec, ...] = (
         version=3),
     MethodSpec("cbbt-tip", _CBBT_ADAPTER, "CBBTTipConfig", "CBBT",
         "CBBT + Tip-Adapter-F cache, CBBT's alpha 3 / beta 1 (RECONSTRUCTION)", version=4),
+    MethodSpec("craft", _CRAFT, "CraFTConfig", "CraFT",
+        "CraFT: pycma CMA-ES (pop 40) on a 4-token text subspace, its fitness and deployed "
+        "model through a head trained locally on the returned logits (ICML 2024)"),
+    MethodSpec("sharpzo", _SHARPZO, "SharpZOConfig", "SharpZO",
+        "SharpZO: sharpness-aware CMA-ES with 2 x dim coordinate probes, then two-sided "
+        "Gaussian (MeZO) steps, on CraFT's subspace (NeurIPS 2025)"),
     MethodSpec("zip", _BASELINES, "ZIPConfig", "ZIP",
         "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens, low-rank 417-variable subspace",
         version=4),

@@ -27,7 +27,7 @@ from methods.errors import ConfigError
 __all__ = ["VIEW_RECIPES", "Evaluation", "Method", "PromptConfig", "SearchSpace"]
 
 #: The training views a config can name (``PromptConfig.views``; drawn by ``sweep.run.views``).
-VIEW_RECIPES = ("crop_flip", "dassl", "cbbt")
+VIEW_RECIPES = ("crop_flip", "dassl", "cbbt", "craft")
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +108,10 @@ class PromptConfig:
     projection_sigma: float = 1.0
     #: alpha of the deep rule s = alpha * std_hidden / (sqrt(d) * sigma) (BBTv2, BPT-VLM deep).
     projection_alpha: float = 1.0
+    #: the entries of the dense text projection drawn N(0, projection_std^2), a fixed std
+    #: (CraFT, SharpZO: ``nn.init.normal_(std)``, 0.2; 1 on DTD, EuroSAT, ImageNet); None:
+    #: BBT's rule, token_embedding_std / (sqrt(d) projection_sigma).
+    projection_std: float | None = None
     #: the text subspace's form: "dense" (p = p0 + A z, BBT's scale rule) or "lowrank" (ZIP:
     #: per token, U diag(s) V^T + shared, mapped to the width norm-preservingly; see
     #: methods.lowrank). With "lowrank", intrinsic_dim_text is ZIP's ID, not dim.
@@ -124,8 +128,16 @@ class PromptConfig:
     #: (scale 0.5-1), bilinear, and a horizontal flip (promptsweep's views before the
     #: releases' were read); "dassl", Dassl's RandomResizedCrop (scale 0.08-1), bicubic, and
     #: a flip (ZIP, BlackVIP); "cbbt", CBBT's fork: a bicubic RandomResizedCrop (scale 0.5-1)
-    #: or a cutout of 0.4 of the side in a random colour, either at random, then a flip.
+    #: or a cutout of 0.4 of the side in a random colour, either at random, then a flip;
+    #: "craft", CraFT's and SharpZO's ``train_transform``: a bicubic RandomResizedCrop
+    #: (scale 0.5-1) and a flip.
     views: str = "crop_flip"
+    #: with ``augment``, draw each training image's view once, from the seed, and show that
+    #: view in every training request (the features of one augmented pass, cached for the
+    #: run: CraFT's and SharpZO's ``pre_load_features`` over ``train_loader_F``), except in
+    #: the requests a method asks fresh views for (``Method.fresh_views``); False: every
+    #: request draws views of its own.
+    fixed_views: bool = False
 
     @property
     def planned_from_budget(self) -> bool:
@@ -168,6 +180,11 @@ class PromptConfig:
                 raise ConfigError(f"a 'lowrank' text subspace needs subspace_rank >= 1 and "
                                   f"intrinsic_dim_text >= n_text ({self.n_text}); got "
                                   f"{self.subspace_rank}, {self.intrinsic_dim_text}")
+        if self.projection_std is not None and not (
+                self.projection_std > 0 and self.text_subspace == "dense"
+                and not self.deep and self.intrinsic_dim_text is not None):
+            raise ConfigError(f"projection_std must be > 0 or None, and needs a shallow dense "
+                              f"text subspace (intrinsic_dim_text); got {self.projection_std}")
         if self.text_init_std is not None and not self.text_init_std >= 0:
             raise ConfigError(f"text_init_std must be >= 0 or None; got {self.text_init_std}")
         if not self.projection_sigma > 0 or not self.projection_alpha > 0:
@@ -219,6 +236,13 @@ class Method(ABC):
     def minibatch(self) -> int | None:
         """Training images per request (None: the whole k-shot set)."""
         return None
+
+    @property
+    def fresh_views(self) -> bool:
+        """Whether the next ask's training images show views drawn for it alone where the
+        config fixes the run's views (``PromptConfig.fixed_views``): CraFT's head trains on a
+        fresh augmented pass each generation. The default: no."""
+        return False
 
     def dev_point(self) -> np.ndarray | None:
         """A point to score now on the method's own dev draw (disjoint from train, validation

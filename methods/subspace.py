@@ -23,7 +23,8 @@ rounding across machines (the BLAS kernel may differ).
 Projection rules (d = intrinsic dimension of that tower, sigma =
 ``projection_sigma``, alpha = ``projection_alpha``):
 
-* text, layer 0: mean 0, std token_embedding_std / (sqrt(d) * sigma) (BBT);
+* text, layer 0: mean 0, std token_embedding_std / (sqrt(d) * sigma) (BBT), or a
+  fixed std ``projection_std`` (CraFT, SharpZO: ``nn.init.normal_(std)``);
 * visual, layer 0: mean patch_weight_mean * fan_in / d,
   std patch_weight_std * sqrt(fan_in / d) * sigma (BPT-VLM), so that A z with
   z ~ N(0, I) lands roughly at the scale of the patch embeddings;
@@ -331,6 +332,8 @@ class Parametrisation:
             _positive(f"stats.{tower}_hidden_std[{layer}]", hidden[layer])
             return 0.0, alpha * hidden[layer] / (math.sqrt(d) * sigma)
         if tower == "text":
+            if cfg.projection_std is not None:  # CraFT's and SharpZO's fixed std
+                return 0.0, cfg.projection_std
             _positive("stats.token_embedding_std", st.token_embedding_std)
             return 0.0, st.token_embedding_std / (math.sqrt(d) * sigma)
         _positive("stats.patch_weight_std", st.patch_weight_std)

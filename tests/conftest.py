@@ -90,6 +90,21 @@ def make_task(num_classes: int = 3, shots: int = 4, seed: int = 0) -> FewShot:
                    shots=shots, seed=seed, train=split(shots), val=split(2), test=split(3))
 
 
+class RecordingObjective:
+    """An objective that remembers each request: its points, keywords and reply."""
+
+    def __init__(self, objective) -> None:
+        self.objective, self.requests = objective, []
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, z, **kwargs):
+        ev = self.objective(z, **kwargs)
+        self.requests.append((np.array(z), kwargs, ev))
+        return ev
+
+
 @pytest.fixture(scope="session")
 def task() -> FewShot:
     return make_task()
@@ -98,9 +113,9 @@ def task() -> FewShot:
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session: 2 CPUs, loopback, no dashboard."""
-    from sweep.tuning import start_ray
-
     import ray
+
+    from sweep.tuning import start_ray
 
     start_ray()
     yield ray

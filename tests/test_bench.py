@@ -93,6 +93,9 @@ def test_the_suites_criteria_are_read_off_a_results_table(tmp_path):
     assert not digits["criteria"]["winner_rises_5_from_an_eighth"]  # flat curves
     assert report["suite_criteria"]["ranking_changes_between_tasks"]
     assert not digits["criteria"]["every_start_10_below_coop"]  # no starts were scored
+    run = report["run"]  # what made the rows (no sweeps/ spec of that name: no command)
+    assert run["trials"] > 0 and "wall_min" in run and run["command"] is None
+    assert run["method_version"]["cbbt"] and run["restarts"] == 0
 
 
 def test_cbbts_column_is_read_off_a_sweep_of_it_alone(tmp_path):

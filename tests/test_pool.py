@@ -220,3 +220,25 @@ def test_white_box_methods_get_true_gradients_through_the_pool(pool, local):
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=1e-5)
     assert np.abs(a[1]).max() > 0 and pooled.used.images == 2 * len(subset)
+
+
+def test_per_image_logits_from_pooled_features_equal_the_local_oracles(pool, local):
+    # CraFT's view of the black box: text-only candidates, their features on one fixed set of
+    # views; the per-image logits it forms are the local oracle's to 1e-5, counted alike.
+    from methods.logit_head import candidate_logits
+    from sweep.run.views import RECIPES
+
+    layout = PromptLayout(n_text=4, text_init="a photo of a")
+    here = ClipOracle(local.model, local.task, layout)
+    pooled = pool.oracle(KEY, layout)
+    rng = np.random.default_rng(3)
+    text = (here.initial_text() + rng.normal(0, 0.05, (6, *here.text_shape))).astype(np.float32)
+    views = RECIPES["craft"](np.random.default_rng(5), here.train_size)
+    a = pooled.evaluate(text=text, features=True, views=views)
+    b = here.evaluate(text=text, features=True, views=views)
+    logits = [np.concatenate([chunk.numpy() for _, chunk in candidate_logits(
+        ev.image_features, ev.text_features, ev.logit_scale, 1 << 12)]) for ev in (a, b)]
+    assert logits[0].shape == (6, here.train_size, here.num_classes)
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+    assert pooled.used == here.used == QueryCounts.of_request(6, here.train_size,
+                                                                here.num_classes, 128)

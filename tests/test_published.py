@@ -54,6 +54,15 @@ def test_bbt_zip_and_blackvip_budgets_hold_on_every_data_set():
         published_budget("zo", "digits", 16)
 
 
+def test_craft_and_sharpzo_budgets_go_by_shots_with_imagenet_at_4000_above_one_shot():
+    # main_craft.py, main_craft_imagenet.py, main_sharpzo.py: candidate evaluations.
+    for method in ("craft", "sharpzo"):
+        assert [_limit(method, "DTD", k) for k in (1, 2, 4, 8, 16)] == [2000, 4000, 4000,
+                                                                         8000, 8000]
+        assert [_limit(method, "ImageNet", k) for k in (1, 2, 4, 8, 16)] == [2000] + [4000] * 4
+        assert published_budget(method, "digits", 16).unit == "candidate_evals"
+
+
 def test_a_folder_data_set_counts_its_classes_from_its_root(tmp_path):
     for name in ("a", "b", "c"):
         (tmp_path / "train" / name).mkdir(parents=True)

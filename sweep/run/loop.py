@@ -157,8 +157,10 @@ def iter_run(method: Method, objective: Objective, scorer: SplitScorer | None = 
                                  f"the next ask needs {objective.cost(n, minibatch)[unit]}"}
             break
         z = method.ask()
+        # Passed only when asked for: an objective without augmented views need not know it.
+        fresh = {"fresh_views": True} if method.fresh_views else {}
         evaluation = objective(z, minibatch=minibatch, features=method.needs_features,
-                               gradient=method.needs_gradient)
+                               gradient=method.needs_gradient, **fresh)
         method.tell(z, evaluation)
         state.last_loss = float(np.min(evaluation.losses))
         point = method.dev_point()

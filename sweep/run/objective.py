@@ -61,7 +61,7 @@ class Objective(Protocol):
     def cost(self, candidates: int, minibatch: int | None = None) -> QueryCounts: ...
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
-                 gradient: bool = False) -> Evaluation: ...
+                 gradient: bool = False, fresh_views: bool = False) -> Evaluation: ...
 
     def dev(self, z: np.ndarray) -> Evaluation: ...
 
@@ -140,6 +140,10 @@ class PromptObjective(Metered):
         self._views = np.random.default_rng([seed, 0x7669]) if getattr(
             config, "augment", False) else None
         self._draw_views = RECIPES[getattr(config, "views", "crop_flip")]
+        # With ``fixed_views``, each training image's one view for the run, drawn at the first
+        # request that shows it (the releases' features of one augmented pass).
+        self._fix_views = self._views is not None and getattr(config, "fixed_views", False)
+        self._fixed: np.ndarray | None = None
         #: losses replaced by ``rank_nonfinite_worst`` so far (recorded on the trial row).
         self.nonfinite_losses = 0
 
@@ -153,6 +157,7 @@ class PromptObjective(Metered):
                 "minibatches": self._rng.bit_generator.state,
                 "epoch": None if self._epochs is None else self._epochs.state(),
                 "views": None if self._views is None else self._views.bit_generator.state,
+                "fixed_views": None if self._fixed is None else self._fixed.copy(),
                 "nonfinite_losses": self.nonfinite_losses}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -163,16 +168,23 @@ class PromptObjective(Metered):
             self._epochs.restore(state["epoch"])
         if self._views is not None:
             self._views.bit_generator.state = state["views"]
+        fixed = state.get("fixed_views")  # absent from checkpoints before fixed views
+        self._fixed = None if fixed is None else np.array(fixed)
         self.nonfinite_losses = state["nonfinite_losses"]
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
-                 gradient: bool = False) -> Evaluation:
+                 gradient: bool = False, fresh_views: bool = False) -> Evaluation:
+        """Evaluate the points z on the training set (or a mini-batch of it); counted.
+
+        ``fresh_views``: with ``fixed_views``, this request's images show views drawn for it
+        alone (``Method.fresh_views``); without ``fixed_views`` every request's are.
+        """
         text, visual = self.parametrisation.prompts(np.asarray(z, dtype=np.float64))
         total = self.oracle.train_size
         subset = (draw_minibatch(self._rng, total, minibatch) if self._epochs is None
                   else self._epochs.next(total, minibatch))
-        extra = {} if self._views is None else {
-            "views": self._draw_views(self._views, total if subset is None else len(subset))}
+        extra = {} if self._views is None else {"views": self._request_views(total, subset,
+                                                                             fresh_views)}
         if gradient:
             losses, g_text, g_visual = self.oracle.gradient(text=text, visual=visual, subset=subset,
                                                             **extra)
@@ -185,6 +197,15 @@ class PromptObjective(Metered):
         ev, replaced = rank_nonfinite_worst(ev)
         self.nonfinite_losses += replaced
         return ev
+
+    def _request_views(self, total: int, subset: np.ndarray | None, fresh: bool) -> np.ndarray:
+        """The views of a training request's images: the run's fixed ones (drawn once, for
+        all ``total`` images, at the first request that needs them), else a fresh draw."""
+        if not self._fix_views or fresh:
+            return self._draw_views(self._views, total if subset is None else len(subset))
+        if self._fixed is None:
+            self._fixed = self._draw_views(self._views, total)
+        return self._fixed if subset is None else self._fixed[subset]
 
     def dev(self, z: np.ndarray) -> Evaluation:
         """Score points on the task's dev draw (``FewShot.dev``), a method's own selection set

@@ -39,6 +39,8 @@ DEFAULT_BUDGETS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(("cbbt", "cbbt-adapter", "cbbt-tip"), ("candidate_evals", 192_750)),
     # ZIP: 5,000 calls of one mini-batch (<= 128 images); ZIP re-ran BlackVIP at the same budget.
     **dict.fromkeys(("zip", "blackvip-tokens"), ("calls", 5000)),
+    # CraFT and SharpZO: 8,000 candidate evaluations at 8 and 16 shots (2,000 to 4,000 below).
+    **dict.fromkeys(("craft", "sharpzo"), ("candidate_evals", 8000)),
     # White-box CoOp (not black-box): 300 full-batch gradient steps.
     "coop": ("candidate_evals", 300),
     "zero-shot": ("candidate_evals", 0),

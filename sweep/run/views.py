@@ -17,6 +17,9 @@ oracle's image size. The recipes (``PromptConfig.views``):
   (each half the time) between a bicubic RandomResizedCrop (scale 0.5-1) and a
   Resize followed by ``CutoutPIL(0.4)``, a square of 0.4 of the side centred on a
   random pixel and painted in one random RGB colour; then a flip.
+* ``craft``: CraFT's and SharpZO's ``train_transform`` (mrflogs/CraFT: main_craft.py,
+  yifanycc/sharpzo: main_sharpzo.py): a bicubic RandomResizedCrop (scale 0.5-1) and a
+  flip, in Dassl's columns without a cutout.
 """
 
 from __future__ import annotations
@@ -87,4 +90,5 @@ RECIPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "crop_flip": draw_views,
     "dassl": lambda rng, images: draw_dassl_views(rng, images, scale=(0.08, 1.0)),
     "cbbt": lambda rng, images: draw_dassl_views(rng, images, scale=(0.5, 1.0), cutout=0.4),
+    "craft": lambda rng, images: draw_dassl_views(rng, images, scale=(0.5, 1.0)),
 }

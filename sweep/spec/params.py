@@ -170,6 +170,28 @@ _ZIP = (
           when=("n_text", _positive)),
 )
 _BLACKVIP = (_Q_SPSA, _MU, _GAMMA, _MOMENTUM, _LR)
+# CraFT's and SharpZO's subspace: d 512 and the fixed projection std, 0.2 or 1 by data set.
+_CRAFT_SUBSPACE = (
+    Param(name="intrinsic_dim_text", kind="categorical", choices=(128, 256, 512)),
+    Param(name="projection_std", kind="categorical", choices=(0.2, 1.0)),
+)
+_CRAFT = (
+    # sigma0: 1, or 0.02 on four data sets (craft_configs/*.yaml).
+    Param(name="sigma0", kind="float", low=0.01, high=2.0, log=True),
+    # The KL weight: its released values by data set.
+    Param(name="weight", kind="categorical", choices=(0.0, 0.001, 0.01, 0.1, 1.0)),
+    Param(name="head_lr", kind="float", low=1e-4, high=1e-2, log=True),
+    *_CRAFT_SUBSPACE,
+)
+_SHARPZO = (
+    # sigma0 0.4 and rho 0.1 in the release's command; its lr and radius 1e-3.
+    Param(name="sigma0", kind="float", low=0.05, high=2.0, log=True),
+    Param(name="rho", kind="float", low=0.01, high=1.0, log=True),
+    Param(name="lr", kind="float", low=1e-4, high=1e-2, log=True),
+    # Stage 1's share of the budget, around the release's 0.21, chosen on validation.
+    Param(name="stage1_fraction", kind="float", low=0.05, high=0.8),
+    *_CRAFT_SUBSPACE,
+)
 
 #: Each registered method's default space. A method missing here samples nothing unless the
 #: sweep specification gives it a space.
@@ -186,6 +208,8 @@ DEFAULT_SPACES: Mapping[str, tuple[Param, ...]] = MappingProxyType({
     "zo": _ZO,
     "zip": _ZIP,
     "blackvip-tokens": _BLACKVIP,
+    "craft": _CRAFT,
+    "sharpzo": _SHARPZO,
     # White-box CoOp: its Adam learning rate only (published 0.002 for SGD; 0.02 here).
     "coop": (_LR,),
     # Zero-shot has no hyperparameters.

@@ -22,6 +22,13 @@ says what is used instead, and why.
   the whole training set, any data set.
 * ZIP (LOG-postech/ZIP): 5,000 calls of at most 128 images, any data set; and
   BlackVIP, which counts epochs, in ZIP's re-run protocol: the same 5,000 calls.
+* CraFT and SharpZO (mrflogs/CraFT: main_craft.py, main_craft_imagenet.py;
+  yifanycc/sharpzo: main_sharpzo.py): candidate evaluations on the whole training set,
+  8,000 at 8 and 16 shots, 4,000 at 2 and 4, 2,000 at 1; ImageNet 4,000 above one shot.
+  The releases branch on 1, 2, 4, 8 and 16 only (any other count falls to their ``else``,
+  2,000); here a count between them takes its tier's (3: 4,000; 5-7: 4,000; above 16:
+  8,000). Every request is counted: SharpZO's 2 x dim coordinate probes a generation and
+  CraFT's request of the deployed prompt for its head, which the releases do not count.
 * zero-shot asks nothing: 1 candidate evaluation, never spent.
 
 Other methods (``zo``, ``coop``) have no published budget: a specification
@@ -36,8 +43,8 @@ from sweep.budget import BudgetSpec
 from sweep.data import SPLIT_SIZES
 from sweep.errors import ConfigError
 
-__all__ = ["BPT_VLM_BUDGETS", "CBBT_EPOCHS", "has_published_budget", "published_budget",
-           "training_set_size"]
+__all__ = ["BPT_VLM_BUDGETS", "CBBT_EPOCHS", "craft_budget", "has_published_budget",
+           "published_budget", "training_set_size"]
 
 #: BPT-VLM's budgets, candidate evaluations at 16 shots (configs/*_prompt.yaml).
 BPT_VLM_BUDGETS: dict[str, int] = {
@@ -53,10 +60,18 @@ CBBT_DEFAULT_EPOCHS, CBBT_BATCH, CBBT_Q = 150, 32, 256
 _CBBT = ("cbbt", "cbbt-adapter", "cbbt-tip")
 _BPT_VLM = ("bpt-vlm", "bpt-vlm-deep", "bpt-vlm-lmcmaes", "bpt-vlm-mmes", "bpt-vlm-lmmaes")
 _CALLS = ("zip", "blackvip-tokens")
+_CRAFT_LINEAGE = ("craft", "sharpzo")
 
 
 def has_published_budget(method: str) -> bool:
-    return method in (*_CBBT, *_BPT_VLM, *_CALLS, "bbt", "zero-shot")
+    return method in (*_CBBT, *_BPT_VLM, *_CALLS, *_CRAFT_LINEAGE, "bbt", "zero-shot")
+
+
+def craft_budget(dataset: str, shots: int) -> int:
+    """CraFT's and SharpZO's budget in candidate evaluations (the module docstring)."""
+    if shots >= 8:
+        return 4000 if dataset == "ImageNet" else 8000
+    return 4000 if shots >= 2 else 2000
 
 
 def training_set_size(dataset: str, shots: int, data_root: str | Path | None = None) -> int:
@@ -89,6 +104,8 @@ def published_budget(method: str, dataset: str, shots: int, *,
         return BudgetSpec(unit="candidate_evals", limit=BPT_VLM_BUDGETS.get(dataset, BPT_VLM_OTHER))
     if method == "bbt":
         return BudgetSpec(unit="candidate_evals", limit=8000)
+    if method in _CRAFT_LINEAGE:
+        return BudgetSpec(unit="candidate_evals", limit=craft_budget(dataset, shots))
     if method in _CALLS:
         return BudgetSpec(unit="calls", limit=5000, batch_size=128)
     if method == "zero-shot":

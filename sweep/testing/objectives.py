@@ -62,7 +62,8 @@ class QuadraticObjective(_Counted):
         return Evaluation(losses=loss, accuracies=1.0 / (1.0 + loss))  # falls as the loss grows
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
-                 gradient: bool = False) -> Evaluation:
+                 gradient: bool = False, fresh_views: bool = False) -> Evaluation:
+        del fresh_views  # no images, no views
         z = self._charge(z, minibatch)
         if features:
             raise ConfigError("the quadratic objective has no features")
@@ -95,7 +96,8 @@ class SyntheticClipObjective(_Counted):
         return _unit(self.anchors[None] + np.einsum("cwd,nd->ncw", self.maps, z))
 
     def __call__(self, z: np.ndarray, *, minibatch: int | None = None, features: bool = False,
-                 gradient: bool = False) -> Evaluation:
+                 gradient: bool = False, fresh_views: bool = False) -> Evaluation:
+        del fresh_views  # fixed features: no views
         z = self._charge(z, minibatch)
         if gradient:
             raise ConfigError("the synthetic CLIP objective has no gradients")
