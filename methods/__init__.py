@@ -10,9 +10,10 @@ from methods.base import Evaluation, Method, PromptConfig, SearchSpace
 from methods.errors import BudgetExceededError, ConfigError, PromptTuningError
 from methods.registry import REGISTRY, MethodEntry, MethodSpec, Registry
 
-_ES, _BBT, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _BASELINES, _CRAFT, _SHARPZO = (
+_ES, _BBT, _PYPOP, _ZO, _CBBT, _CBBT_ADAPTER, _SPSA, _REFERENCES, _CRAFT, _SHARPZO = (
     "methods.es_subspace", "methods.bbt", "methods.es_pypop", "methods.zeroth_order",
-    "methods.cbbt", "methods.zo_adapter", "methods.baselines", "methods.craft", "methods.sharpzo",
+    "methods.cbbt", "methods.zo_adapter", "methods.spsa_methods", "methods.references",
+    "methods.craft", "methods.sharpzo",
 )
 
 #: Every method: registry name, defining module, config class, method class, summary.
@@ -38,13 +39,13 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("zo", _ZO, "ZerothOrderConfig", "ZerothOrder",
         "zeroth-order descent: any registered estimator (config 'estimator') + Adam/SGD/SPSA",
         version=2),
-    MethodSpec("cbbt", _CBBT, "CBBTPromptConfig", "CBBTPrompt",
+    MethodSpec("cbbt", _CBBT, "CBBTConfig", "CBBT",
         "CBBT as released: 1-token text prompt by sphere ZO (q 256, Adam, per-epoch cosine)",
         version=4),
-    MethodSpec("cbbt-adapter", _CBBT_ADAPTER, "CBBTConfig", "CBBT",
+    MethodSpec("cbbt-adapter", _CBBT_ADAPTER, "CBBTAdapterConfig", "CBBTAdapter",
         "CBBT + CLIP-Adapter on returned features (RECONSTRUCTION: not in the release)",
         version=3),
-    MethodSpec("cbbt-tip", _CBBT_ADAPTER, "CBBTTipConfig", "CBBT",
+    MethodSpec("cbbt-tip", _CBBT_ADAPTER, "CBBTTipConfig", "CBBTAdapter",
         "CBBT + Tip-Adapter-F cache, CBBT's alpha 3 / beta 1 (RECONSTRUCTION)", version=4),
     MethodSpec("craft", _CRAFT, "CraFTConfig", "CraFT",
         "CraFT: pycma CMA-ES (pop 40) on a 4-token text subspace, its fitness and deployed "
@@ -52,15 +53,15 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("sharpzo", _SHARPZO, "SharpZOConfig", "SharpZO",
         "SharpZO: sharpness-aware CMA-ES with 2 x dim coordinate probes, then two-sided "
         "Gaussian (MeZO) steps, on CraFT's subspace (NeurIPS 2025)"),
-    MethodSpec("zip", _BASELINES, "ZIPConfig", "ZIP",
+    MethodSpec("zip", _SPSA, "ZIPConfig", "ZIP",
         "ZIP: clipped SPSA (q 5, no momentum), 8 text tokens, low-rank 417-variable subspace",
         version=4),
-    MethodSpec("blackvip-tokens", _BASELINES, "BlackVIPConfig", "BlackVIP",
+    MethodSpec("blackvip-tokens", _SPSA, "BlackVIPConfig", "BlackVIP",
         "BlackVIP's SPSA-GC (q 5) on 5 visual prompt tokens, the data set's template (not "
         "BlackVIP's pixel-prompt coordinator)", version=3),
-    MethodSpec("zero-shot", _BASELINES, "ZeroShotConfig", "ZeroShot",
+    MethodSpec("zero-shot", _REFERENCES, "ZeroShotConfig", "ZeroShot",
         "zero-shot CLIP with the hand-written template; no queries"),
-    MethodSpec("coop", _BASELINES, "CoOpConfig", "CoOp",
+    MethodSpec("coop", _REFERENCES, "CoOpConfig", "CoOp",
         "white-box CoOp (NOT black-box: true gradients, glass-box oracle), Adam",
         version=2),
 )

@@ -23,7 +23,7 @@ Dassl fork draws it, a bicubic RandomResizedCrop (scale 0.5-1) or a cutout of
 Example (a quadratic; the loop would tell plan() the steps per epoch):
     >>> import numpy as np
     >>> from methods.base import Evaluation, SearchSpace
-    >>> method = CBBTPrompt(CBBTPromptConfig(q=8, lr=0.05), SearchSpace(16), seed=0)
+    >>> method = CBBT(CBBTConfig(q=8, lr=0.05), SearchSpace(16), seed=0)
     >>> method.plan(40, steps_per_epoch=4)
     >>> [f"{method.rule.learning_rate(t, 40):.2g}" for t in (0, 3, 4, 39)]
     ['1e-05', '1e-05', '0.05', '0.0048']
@@ -42,11 +42,11 @@ from typing import ClassVar
 
 from methods.zeroth_order import ZerothOrder, ZerothOrderConfig
 
-__all__ = ["CBBTPrompt", "CBBTPromptConfig"]
+__all__ = ["CBBT", "CBBTConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class CBBTPromptConfig(ZerothOrderConfig):
+class CBBTConfig(ZerothOrderConfig):
     """CBBT's published prompt side (guozix/cbbt: configs/trainers/CBBT/*.yaml, cooppara.py)."""
 
     #: one context token (CBBT N_CTX 1): the search space is its offset (512 on ViT-B).
@@ -84,7 +84,7 @@ class CBBTPromptConfig(ZerothOrderConfig):
     views: str = "cbbt"
 
 
-class CBBTPrompt(ZerothOrder):
+class CBBT(ZerothOrder):
     """CBBT's released trainer: the zeroth-order prompt alone (the module docstring)."""
 
     name: ClassVar[str] = "cbbt"

@@ -69,10 +69,11 @@ from torch import nn
 
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
-from methods.cbbt import CBBTPromptConfig
+from methods.cbbt import CBBTConfig
 from methods.zeroth_order import ZerothOrder
 
-__all__ = ["CBBT", "CBBTConfig", "CBBTTipConfig", "ClipAdapter", "GrowingAdamW", "TipCache"]
+__all__ = ["CBBTAdapter", "CBBTAdapterConfig", "CBBTTipConfig", "ClipAdapter", "GrowingAdamW",
+           "TipCache"]
 
 ADAPTERS = ("clip", "tip")
 
@@ -191,7 +192,7 @@ class GrowingAdamW:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CBBTConfig(CBBTPromptConfig):
+class CBBTAdapterConfig(CBBTConfig):
     """CBBT's prompt side (``methods.cbbt``) with a reconstructed adapter on the features."""
 
     #: "clip" (CLIP-Adapter residual) or "tip" (Tip-Adapter-F cache).
@@ -245,7 +246,7 @@ class CBBTConfig(CBBTPromptConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CBBTTipConfig(CBBTConfig):
+class CBBTTipConfig(CBBTAdapterConfig):
     """CBBT with the Tip-Adapter-F cache (CBBT's Tip variant)."""
 
     #: the Tip-Adapter-F cache.
@@ -254,7 +255,7 @@ class CBBTTipConfig(CBBTConfig):
     adapter_start: float = 1 / 15
 
 
-class CBBT(ZerothOrder):
+class CBBTAdapter(ZerothOrder):
     """CBBT: zeroth-order textual prompt plus a locally trained output-feature adapter.
 
     ``needs_features``: every tell() needs the text features of every point,
@@ -273,7 +274,7 @@ class CBBT(ZerothOrder):
         ...     return Evaluation(losses=(z**2).sum(1), text_features=txt.astype(np.float32),
         ...                       image_features=img[None].astype(np.float32), labels=labels,
         ...                       logit_scale=10.0)
-        >>> method = CBBT(CBBTConfig(q=8, mu=0.01, lr=0.05), SearchSpace(16), seed=0)
+        >>> method = CBBTAdapter(CBBTAdapterConfig(q=8, mu=0.01, lr=0.05), SearchSpace(16), seed=0)
         >>> method.plan(5)
         >>> for _ in range(5):
         ...     z = method.ask()
@@ -285,10 +286,10 @@ class CBBT(ZerothOrder):
     name: ClassVar[str] = "cbbt-adapter"
     needs_features: ClassVar[bool] = True
 
-    def __init__(self, config: CBBTConfig, space: SearchSpace, seed: int) -> None:
-        if not isinstance(config, CBBTConfig):
+    def __init__(self, config: CBBTAdapterConfig, space: SearchSpace, seed: int) -> None:
+        if not isinstance(config, CBBTAdapterConfig):
             raise ConfigError(
-                f"{self.name}: config must be a CBBTConfig; got {type(config).__name__}")
+                f"{self.name}: config must be a CBBTAdapterConfig; got {type(config).__name__}")
         super().__init__(config, space, seed)
         self.adapter: ClipAdapter | None = None  # built at the first tell (D is unknown before)
         self.cache: TipCache | None = None

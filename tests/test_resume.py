@@ -228,3 +228,20 @@ def test_resume_refuses_results_of_an_older_schema_which_the_report_still_reads(
     from sweep.report import write_report
 
     assert "Sweep report: plan" in write_report(tmp_path / "plan").read_text()
+
+
+def test_a_checkpoint_naming_a_class_that_was_renamed_is_stale(tmp_path, monkeypatch):
+    import pickle
+    import sys
+    import types
+
+    from sweep.tuning.trial import TrialState
+
+    gone = types.ModuleType("renamed_since")
+    exec("class OldName:\n    pass\n", gone.__dict__)
+    monkeypatch.setitem(sys.modules, "renamed_since", gone)
+    gone.OldName.__module__ = "renamed_since"
+    blob = pickle.dumps(gone.OldName())
+    del gone.OldName  # the class is not there under its name any more
+    with pytest.warns(UserWarning, match="names a class that no longer exists.*starts over"):
+        assert TrialState.loadable(blob, "cbbt-digits-16shot-000") is None

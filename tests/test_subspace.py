@@ -355,7 +355,7 @@ def test_pullback_is_the_transpose_of_the_map():
 def test_zip_lowrank_step_moves_a_token_as_far_as_zip_does():
     # FIDELITY.md (ZIP): at initialisation a step c with segmented-uniform magnitudes (RMS
     # 0.764) moves a token by 0.764 c sqrt((ID / n_ctx)(rank + 1)): 14.7 c at ID 500, 8, 5.
-    from methods.baselines import ZIPConfig
+    from methods.spsa_methods import ZIPConfig
 
     config, c = ZIPConfig(), 0.01
     norms = []
@@ -371,7 +371,7 @@ def test_zip_lowrank_step_moves_a_token_as_far_as_zip_does():
 
 
 def test_zip_lowrank_starts_from_its_drawn_context_and_rebuilds_from_the_seed():
-    from methods.baselines import ZIPConfig
+    from methods.spsa_methods import ZIPConfig
 
     a, b, other = (Parametrisation(ZIPConfig(), (8, W_TEXT), None, STATS, s) for s in (5, 5, 6))
     p0 = a.initial()[0]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import methods
-from methods import baselines, cbbt, zeroth_order, zo_adapter
+from methods import cbbt, references, spsa_methods, zeroth_order, zo_adapter
 from methods.base import Evaluation, SearchSpace
 from methods.errors import ConfigError
 from methods.estimators import ESTIMATORS
 from methods.registry import Registry
 from methods.zeroth_order import UpdateRule, ZerothOrderConfig
-from methods.zo_adapter import CBBT, GrowingAdamW
+from methods.zo_adapter import CBBTAdapter, GrowingAdamW
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,7 +32,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    modules = {m.__name__ for m in (zeroth_order, cbbt, zo_adapter, baselines)}
+    modules = {m.__name__ for m in (zeroth_order, cbbt, zo_adapter, spsa_methods, references)}
     return Registry(spec for spec in methods.METHODS if spec.module in modules)
 
 
@@ -193,7 +193,7 @@ def test_cbbt_without_features_raises(registry):
     z = method.ask()
     with pytest.raises(ConfigError, match="features"):
         method.tell(z, Evaluation(losses=np.zeros(len(z))))
-    assert CBBT.needs_features
+    assert CBBTAdapter.needs_features
 
 
 @pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
@@ -302,7 +302,7 @@ def test_pickle_and_state_dict_continue_exactly(registry, name, between):
             z = m.ask()
             m.tell(z, obj(z, m.minibatch))
         trajectories.append(m.recommend())
-        if isinstance(m, CBBT):
+        if isinstance(m, CBBTAdapter):
             ev = obj(m.recommend()[None])
             trajectories.append(m.predict(ev))
     n = len(trajectories) // 3
@@ -395,7 +395,7 @@ def test_adam_and_adapter_adamw_match_torch():
 
 
 def test_zip_clips_to_sqrt_dim():
-    rule = UpdateRule(baselines.ZIPConfig(), 400)
+    rule = UpdateRule(spsa_methods.ZIPConfig(), 400)
     g = np.full(400, 3.0)
     assert np.linalg.norm(rule.clip(g)) == pytest.approx(20.0, rel=1e-6)
     assert np.array_equal(rule.clip(g / 100), g / 100)

@@ -26,6 +26,7 @@ import math
 import pickle
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +156,20 @@ class TrialState:
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loadable(blob: bytes, sample_id: str) -> TrialState | None:
+        """``from_bytes``, or None (with a warning in the trial's log) where a class the
+        checkpoint names no longer exists under its name: promptsweep renamed or moved it
+        (its methods' classes in issue 25), or a plugin did. Such a checkpoint is stale, and
+        its setting starts over from its first query."""
+        try:
+            return TrialState.from_bytes(blob)
+        except (AttributeError, ImportError) as exc:
+            warnings.warn(f"the checkpoint of {sample_id} names a class that no longer exists "
+                          f"({type(exc).__name__}: {exc}); its setting starts over",
+                          stacklevel=2)
+            return None
 
     @staticmethod
     def from_bytes(blob: bytes) -> TrialState:
@@ -296,7 +311,7 @@ def tune_trainable(config: dict[str, Any], *, context: dict[str, Any]) -> None:
         if header.get("setting") != setting.to_dict():
             raise ConfigError(f"the checkpoint of {sample_id} was made for another setting "
                               f"({header.get('setting')}); remove it to start the setting over")
-        resume = TrialState.from_bytes(blob)
+        resume = TrialState.loadable(blob, sample_id)
     for checkpoint, outcomes in run_setting(setting, context["pool"], resume):
         metrics = summary(outcomes, unit)
         done = all(o.status != "running" for o in outcomes)
