@@ -15,7 +15,7 @@ whether each of the issue's criteria holds; and for CBBT, run once per budget
 level, how far its levels read off the full run's curve differ from the runs
 planned for them; and the run's own facts: its trials, wall time, revision and the command
 that made it. ``--out`` names the file (a run of some methods alone, at the suite's
-protocol). Prints the README's tables.
+protocol). Prints docs/embedded.md's tables.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def measure(results: Path, with_starts: bool = True) -> dict:
 
 
 def render(report: dict) -> str:
-    """The README's tables: per task, each method at the full budget (and its start)."""
+    """docs/embedded.md's tables: per task, each method at the full budget (and its start)."""
     tasks = report["tasks"]
     methods = sorted({m for t in tasks.values() for m in t["methods"]})
     lines = ["| task | zero-shot | CoOp (white-box) | " + " | ".join(methods) + " |",

@@ -9,7 +9,7 @@ the same tasks, seeds, settings and space), one recipe of training views a sweep
 in ``bench/results/suite-cbbt.json``, per recipe and task, the test accuracy of the setting
 chosen on validation (mean, std over seeds), the untuned start (z = 0), and what the
 release's protocol would print instead: each seed's best checkpoint on test, averaged. Also
-each sweep's wall time, from its rows. Prints the README's table.
+each sweep's wall time, from its rows. Prints docs/embedded.md's table.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ class BlackVIPConfig(BlackVIPSPSAConfig):
     momentum: float = 0.9
     #: the image tower in fp32 (version 3; before: the sweep's, bf16 on a GPU). The visual
     #: prompt goes through the image tower, where bf16's rounding (2^-8) is of the order of
-    #: SPSA's steps (the README's "Precision"). BlackVIP's release runs its forwards under
+    #: SPSA's steps (docs/oracle.md, "Precision"). BlackVIP's release runs its forwards under
     #: fp16 autocast (trainers/blackvip.py, "for fast training"), on a pixel prompt:
     #: ``precision = "fp16"`` is that, None the sweep's ``[model] precision``.
     precision: str | None = "fp32"

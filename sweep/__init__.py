@@ -1,4 +1,4 @@
-"""The machinery of a sweep, one subpackage per stage (README, "Layout"; docs/architecture.md).
+"""The machinery of a sweep, one subpackage per stage (docs/development.md, "Layout"; docs/architecture.md).
 
 From the bottom: ``errors`` and ``budget`` (shared), ``data``, ``spec``,
 ``oracle``, ``run``, ``results``, then ``tuning`` and ``report``; the commands

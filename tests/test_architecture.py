@@ -1,6 +1,6 @@
 """The layout of sweep/: stages import only stages below them, through their faces, with no circles.
 
-Bottom to top (README, "Layout"): the shared modules, then data, spec,
+Bottom to top (docs/development.md, "Layout"): the shared modules, then data, spec,
 oracle, run, results, then tuning, report and testing side by side, then the
 commands. Imports are read from the source (every ``import`` statement,
 also inside functions), so a lazy import counts like any other; imports

@@ -1,4 +1,6 @@
-"""The README's method table and fidelity table against the registered methods and defaults."""
+"""What the README and the method pages say, checked: the method and fidelity tables
+(docs/methods.md) against the registered methods and defaults; the README's quick start and
+its real sweep's specification, run at a small size."""
 
 from __future__ import annotations
 
@@ -6,14 +8,19 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 import methods
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+METHODS_PAGE = (ROOT / "docs" / "methods.md").read_text()
 
 
 def _table(heading_line: str) -> list[list[str]]:
-    """The cells of the first table after the line that starts with ``heading_line``."""
-    lines = README.split("\n")
+    """The cells of the first table of docs/methods.md after the line that starts with
+    ``heading_line``."""
+    lines = METHODS_PAGE.split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith(heading_line))
     rows = []
     for line in lines[start + 1:]:
@@ -45,3 +52,39 @@ def test_the_fidelity_table_matches_the_registered_defaults_and_versions():
     # every published method has a row
     assert {n for n, _ in checked} >= {"bpt-vlm", "bbt", "cbbt", "cbbt-tip", "zip",
                                        "blackvip-tokens"}
+
+
+def test_the_readme_stays_short():
+    assert len(README) <= 15_000, f"README.md has {len(README):,} characters"
+
+
+def test_the_readmes_real_sweep_parses_and_plans_without_its_data(tmp_path, capsys):
+    from sweep.launch import main
+
+    spec = re.search(r"```toml\n(.*?)```", README, re.S).group(1)
+    (tmp_path / "pets16.toml").write_text(spec)
+    assert main([str(tmp_path / "pets16.toml"), "--plan", "--results", str(tmp_path)]) == 0
+    plan = capsys.readouterr().out
+    assert "oracle actors: 4 x 1 GPU" in plan and "cbbt-OxfordPets-16shot" in plan
+    assert "total:" in plan and "GPU hours" in plan
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_quick_start_runs_at_a_smoke_tests_size(ray_session, tmp_path, capsys):
+    """`make run` (python -m sweep.launch) cut to one seed, one setting, 120 evaluations, then
+    the two commands the quick start shows on its results."""
+    import subprocess
+    import sys
+
+    from sweep.launch import main
+    from sweep.report.__main__ import main as report
+
+    assert "python -m sweep.report results/default" in README
+    assert main(["--smoke-test", "--quiet", "--results", str(tmp_path)]) == 0
+    assert report([str(tmp_path / "default-smoke")]) == 0
+    one_liner = re.search(r"-c \"(import pandas as pd; .*?)\"", README).group(1)
+    done = subprocess.run([sys.executable, "-c", one_liner.replace("results/default",
+                                                                   "default-smoke")],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and "bpt-vlm" in done.stdout, done.stderr

@@ -16,7 +16,7 @@ image transformed once, deterministically:
   digits grey on grey.
 
 The suite's tasks (``sweeps/embedded-suite.toml``) are those of these whose
-zero-shot, CoOp and untuned starts leave tuning room (the README's table).
+zero-shot, CoOp and untuned starts leave tuning room (docs/embedded.md's table).
 """
 
 from __future__ import annotations

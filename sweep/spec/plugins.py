@@ -19,7 +19,7 @@ is looked up in the installed packages' entry points of the group
 
 Their methods go to ``SWEEP_METHODS``, a registry that extends
 ``methods.REGISTRY`` and never changes it: listings of promptsweep's own
-methods (the README, the conformance kit's ``methods.REGISTRY.names()``) do
+methods (docs/methods.md, the conformance kit's ``methods.REGISTRY.names()``) do
 not see them. Everything is checked as the specification is read, before
 any work: the module imports, declares ``METHODS``, each method's config is a
 frozen dataclass of ``PromptConfig`` that builds with its defaults and its

@@ -288,7 +288,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     # A trial's requests run one after another, each waiting its turn at the actors: under a
     # shared pool its length grows with its chain of requests more than with their size. The
     # actors serve longer chains first, so the trial that would end last is not held back at
-    # every request (measured in bench.cluster; the README).
+    # every request (measured in bench.cluster; docs/performance.md).
     chains = [0.0] * len(plan.groups) if costs is None else [chain for _, chain in costs]
     context = {"pool": pool, "store": store, "groups": [
         (TrialSetting(g.method, {}, g.dataset, spec.data.root, g.shots, g.seeds,
