@@ -2,7 +2,7 @@
 
 ``load_spec`` reads a file (None: the embedded default) into a ``SweepSpec``
 whose sections name the model (``ModelSpec``), the data, the budget, the
-search and the resources, and whose method sections carry each method's
+search, the resources and the experiment trackers, and whose method sections carry each method's
 search space (``MethodSpace``), built and checked once. Everything here is
 plain data: the oracle takes the ``ModelSpec``, the driver the rest, and the
 report reads the default spaces without loading torch.
@@ -13,9 +13,9 @@ from sweep.spec.params import DEFAULT_SPACES, Param
 from sweep.spec.parser import load_spec, parse_spec
 from sweep.spec.plugins import ENTRY_POINT_GROUP, SWEEP_METHODS, Plugin, activate, load_plugin
 from sweep.spec.sections import (
-    EMBEDDED_MODEL, EMBEDDED_SOURCE, HF_HUB_PREFIX, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, BudgetSection,
-    DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection, SweepSpec,
-    TargetsSection,
+    EMBEDDED_MODEL, EMBEDDED_SOURCE, HF_HUB_PREFIX, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS, TRACKERS,
+    WANDB_MODES, BudgetSection, DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection,
+    SweepSpec, TargetsSection, TrackingSection,
 )
 from sweep.spec.spaces import (
     OVERRIDE_KEYS, MethodSpace, field_types, make_space, param_columns, sample_to_config,
@@ -34,6 +34,8 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULERS",
     "SWEEP_METHODS",
+    "TRACKERS",
+    "WANDB_MODES",
     "BudgetSection",
     "DataSection",
     "MethodSection",
@@ -45,6 +47,7 @@ __all__ = [
     "SearchSection",
     "SweepSpec",
     "TargetsSection",
+    "TrackingSection",
     "activate",
     "field_types",
     "load_plugin",

@@ -4,7 +4,8 @@ A specification says which model, data sets, shots and seeds, which
 methods, what budget (in which query unit) with how many checkpoints, how
 the hyperparameters are searched (samples per method, sampler, scheduler,
 per-method fixed values and search-space overrides) and with what resources
-(concurrent trials, oracle actors, GPUs). ``sweeps/default.toml`` is the
+(concurrent trials, oracle actors, GPUs), and which experiment trackers get
+each seed's run. ``sweeps/default.toml`` is the
 embedded default (``sweep.spec.default`` holds a byte-identical copy, so that
 ``python -m sweep.launch`` needs no file); ``sweeps/coop16.toml`` is a
 commented GPU-cluster example.
@@ -39,23 +40,13 @@ from sweep.errors import ConfigError, describe
 from sweep.spec.default import DEFAULT_SPEC_TOML
 from sweep.spec.plugins import SWEEP_METHODS, Plugin, entry_point_plugin, load_plugin
 from sweep.spec.sections import (
-    EMBEDDED_MODEL,
-    EMBEDDED_SOURCE,
-    HF_HUB_PREFIX,
-    METRICS,
-    PRECISIONS,
-    SAMPLERS,
-    SCHEDULERS,
-    BudgetSection,
-    DataSection,
-    MethodSection,
-    ModelSpec,
-    ResourcesSection,
-    SearchSection,
+    EMBEDDED_MODEL, EMBEDDED_SOURCE, HF_HUB_PREFIX, METRICS, PRECISIONS, SAMPLERS, SCHEDULERS,
+    BudgetSection, DataSection, MethodSection, ModelSpec, ResourcesSection, SearchSection,
     SweepSpec,
 )
 from sweep.spec.budgets import PUBLISHED, REQUIRED, BudgetParsing
 from sweep.spec.targets import parse_targets
+from sweep.spec.trackers import parse_tracking
 from sweep.spec.spaces import make_space
 
 try:
@@ -309,6 +300,7 @@ class _Parser(BudgetParsing):
             resources=self.resources(data),
             methods=methods,
             targets=parse_targets(self, data, search, data_section),
+            tracking=parse_tracking(self, data),
         )
 
     def plugins(self, data: Mapping[str, Any]) -> tuple[Plugin, ...]:

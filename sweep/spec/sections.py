@@ -19,8 +19,8 @@ from sweep.spec.spaces import MethodSpace
 
 __all__ = [
     "EMBEDDED_MODEL", "EMBEDDED_SOURCE", "HF_HUB_PREFIX", "METRICS", "PRECISIONS", "SAMPLERS", "SCHEDULERS",
-    "BudgetSection", "DataSection", "MethodSection", "ModelSpec", "ResourcesSection",
-    "SearchSection", "SweepSpec",
+    "TRACKERS", "WANDB_MODES", "BudgetSection", "DataSection", "MethodSection", "ModelSpec",
+    "ResourcesSection", "SearchSection", "SweepSpec", "TrackingSection",
 ]
 
 #: The towers' precisions ``[model] precision`` takes (sweep.oracle.clip_oracle explains
@@ -40,6 +40,12 @@ SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("none", "asha")
 #: Selection metrics, validation only (test accuracy is reported, never optimised) -> mode.
 METRICS = {"val_acc": "max", "val_loss": "min"}
+#: The experiment trackers ``[tracking] trackers`` takes -> (the module that writes, the
+#: package that installs it; ``pip install promptsweep[<tracker>]`` installs what it needs).
+TRACKERS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboardX", "tensorboardX"),
+            "wandb": ("wandb", "wandb")}
+#: Weights & Biases' modes ``[tracking] wandb_mode`` takes.
+WANDB_MODES = ("offline", "online")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,6 +267,31 @@ class TargetsSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackingSection:
+    """``[tracking]``: the experiment trackers each seed's run is logged to, besides the tables
+    (``sweep.tracking``); off by default. Each seed's run is one tracker run, grouped by its
+    setting (``sample_id``)."""
+
+    #: the trackers, any of "mlflow", "tensorboard" and "wandb" (``TRACKERS``); () (the
+    #: default): none. One not installed is refused, naming the package to install.
+    trackers: tuple[str, ...] = ()
+    #: the W&B project and the MLflow experiment; None: the sweep's name.
+    project: str | None = None
+    #: the folder the trackers write in (W&B's offline runs, TensorBoard's event files, the
+    #: default MLflow store), absolute or relative to the specification's folder; None:
+    #: ``tracking/`` in the sweep's results folder.
+    folder: str | None = None
+    #: MLflow's tracking URI (a server's, or a database's); None: ``sqlite:///`` a file
+    #: ``mlflow.db`` in ``folder`` (recent MLflow refuses a plain folder as its store).
+    mlflow_uri: str | None = None
+    #: "offline" (runs written in ``folder``, uploaded later by ``wandb sync``) or "online"
+    #: (uploaded as they are logged: needs ``wandb login`` on the driver's node).
+    wandb_mode: str = "offline"
+    #: the W&B entity (a user or a team); None: the logged-in account's default.
+    wandb_entity: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class SweepSpec:
     """A whole sweep, as read from a TOML file (``load_spec``) and fully checked.
 
@@ -297,6 +328,8 @@ class SweepSpec:
     methods: tuple[MethodSection, ...] = ()
     #: published accuracies to compare with (None: none).
     targets: TargetsSection | None = None
+    #: experiment trackers (none unless the section names some).
+    tracking: TrackingSection = field(default_factory=TrackingSection)
 
     @property
     def actor_gpus(self) -> float:
