@@ -1,10 +1,11 @@
 """The layout of sweep/: stages import only stages below them, through their faces, with no circles.
 
 Bottom to top (docs/development.md, "Layout"): the shared modules, then data, spec,
-oracle, run, results, then tuning, report and testing side by side, then the
-commands. Imports are read from the source (every ``import`` statement,
-also inside functions), so a lazy import counts like any other; imports
-under ``if TYPE_CHECKING:`` never run and are left out of the circle check.
+oracle, run, results, tracking (the experiment trackers, fed by the driver), then
+tuning, report and testing side by side, then the commands. Imports are read from
+the source (every ``import`` statement, also inside functions), so a lazy import
+counts like any other; imports under ``if TYPE_CHECKING:`` never run and are left
+out of the circle check.
 That methods/ never imports sweep/, Ray or open_clip is tests/test_layering.py's.
 """
 
@@ -30,9 +31,10 @@ RANKS = {
     "oracle": 4,
     "run": 5,
     "results": 6,
-    "tuning": 7, "report": 7, "testing": 7,
+    "tracking": 7,
+    "tuning": 8, "report": 8, "testing": 8,
     # the commands
-    "launch": 8, "compare": 8, "estimator_check": 8, "pretrain_tiny": 8,
+    "launch": 9, "compare": 9, "estimator_check": 9, "pretrain_tiny": 9,
 }
 #: Subpackages: other stages import them through their face only (sweep.<stage>).
 SUBPACKAGES = {p.name for p in (ROOT / "sweep").iterdir() if (p / "__init__.py").is_file()}
@@ -179,7 +181,8 @@ def _heavy_imports(module: str, heavy: set[str]) -> str:
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("module", ["sweep.report", "sweep.results", "sweep.errors"])
+@pytest.mark.parametrize("module", ["sweep.report", "sweep.results", "sweep.errors",
+                                    "sweep.tracking"])
 def test_light_leaves_load_neither_torch_nor_ray(module):
     loaded = _heavy_imports(module, {"torch", "ray", "open_clip", "optuna"})
     assert loaded == "", f"import {module} loaded {loaded}"

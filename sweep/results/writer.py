@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,8 +89,9 @@ class ResultsWriter:
                     "resume with the same specification or choose a new sweep name")
             return
 
-    def write(self, record: TrialRecord) -> None:
-        """Write ``record``'s curves part, then its trials part, each atomically.
+    def write(self, record: TrialRecord) -> dict[str, Any]:
+        """Write ``record``'s curves part, then its trials part, each atomically; returns the
+        trials row written.
 
         Rewriting a trial id replaces both parts.
 
@@ -101,8 +103,8 @@ class ResultsWriter:
         if record.sweep != self.sweep:
             raise ConfigError(f"trial {record.trial_id} belongs to sweep {record.sweep!r}, "
                               f"not {self.sweep!r}")
-        trials = pa.Table.from_pylist([record.trials_row(self.param_types, self.provenance)],
-                                      schema=self.trials_schema)
+        row = record.trials_row(self.param_types, self.provenance)
+        trials = pa.Table.from_pylist([row], schema=self.trials_schema)
         curves = pa.Table.from_pylist(record.curves_rows(), schema=CURVES_SCHEMA)
         for table in (trials, curves):
             # from_pylist accepts None in a non-nullable column; the file must not.
@@ -128,3 +130,4 @@ class ResultsWriter:
                 except OSError:
                     pass
             raise results_error("write trials part", trials_path, exc) from exc
+        return row

@@ -1,8 +1,9 @@
 """The driver's side of a Tune run: each finished trial becomes one results row per seed.
 
 ``ResultsCallback`` keeps each trial's latest report and, when the trial
-ends, writes its seeds' rows (``TrialRecord.from_outcome``); it also moves the
-progress bar. A failed seed's traceback goes to ``results/<sweep>/logs/<trial
+ends, writes its seeds' rows (``TrialRecord.from_outcome``), hands each row
+written to the experiment trackers of ``[tracking]`` (``sweep.tracking``), and
+moves the progress bar. A failed seed's traceback goes to ``results/<sweep>/logs/<trial
 id>.log`` and its last lines to the console (trials and actors write nothing
 there themselves: Ray keeps their output in its session's logs). A write that
 fails, or a seed that failed because an oracle actor could not be set up on
@@ -23,6 +24,7 @@ from sweep.errors import PromptTuningError
 from sweep.oracle import ActorSetupError
 from sweep.results import ResultsWriter, TrialOutcome, TrialRecord
 from sweep.spec import SWEEP_METHODS, SweepSpec, sample_to_config
+from sweep.tracking import Trackers
 from sweep.tuning.groups import GROUP
 from sweep.tuning.plan import Group
 from sweep.tuning.trial import sample_id_of
@@ -50,7 +52,8 @@ def keep_log(sweep_dir: Path, name: str, text: str) -> tuple[Path, str]:
 
 
 class ResultsCallback:
-    """Driver side: keeps each trial's latest report, writes its rows when it ends; shows progress.
+    """Driver side: keeps each trial's latest report, writes its rows when it ends (and hands
+    them to ``trackers``); shows progress.
 
     A write that fails (disk full, read-only folder), or a seed that failed because an oracle
     actor could not be set up (``ActorSetupError``), is kept in ``error`` and nothing more is
@@ -58,9 +61,9 @@ class ResultsCallback:
     """
 
     def __init__(self, writer: ResultsWriter, spec: SweepSpec, groups: list[Group], bar: tqdm,
-                 progress: dict[str, Any]) -> None:
+                 progress: dict[str, Any], trackers: Trackers | None = None) -> None:
         self.writer, self.spec, self.groups, self.bar = writer, spec, groups, bar
-        self.progress = progress
+        self.progress, self.trackers = progress, trackers
         self.latest: dict[str, dict[str, Any]] = {}
         self.error: PromptTuningError | None = None
 
@@ -117,10 +120,12 @@ class ResultsCallback:
                         "shots": group.shots, "seed": out.seed, "model": model,
                         **({"levels": list(budget.levels)} if budget.levels else {})})
             try:
-                self.writer.write(record)
+                row = self.writer.write(record)
             except PromptTuningError as exc:  # ResultsError, or a row the schema refuses
                 self.error = exc
                 return
+            if self.trackers is not None:  # [tracking]: the seed's run, as written
+                self.trackers.log(record, row)
             if record.status == "failed":
                 self._show_failure(record.trial_id, record.error or "",
                                    out.log or (trace if trace != error else "") or "")

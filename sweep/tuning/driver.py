@@ -7,7 +7,8 @@ seeded) over its method's search space and scheduled by its own scheduler
 (``sweep.tuning.groups``); each trial runs every seed of its setting in
 lockstep (``sweep.tuning.trial``). Trials only report; ``ResultsCallback``,
 in the driver, turns each finished trial into one row per seed and writes
-the part files. Selection uses the validation split only (``[search] metric``:
+the part files, and hands each row to the experiment trackers of
+``[tracking]`` (``sweep.tracking``), if any. Selection uses the validation split only (``[search] metric``:
 its accuracy or its loss). The studies live in
 ``results/<sweep>/optuna.db`` (``sweep.tuning.studies``): a fresh sweep starts
 without any, a resumed one rebuilds them from its tables first.
@@ -51,6 +52,7 @@ from sweep.results import (
     write_info,
 )
 from sweep.spec import SWEEP_METHODS, SweepSpec
+from sweep.tracking import open_trackers
 from sweep.tuning.auth import joined_mode, private_token
 from sweep.tuning.callbacks import LOGS, ResultsCallback, keep_log, stop_on_error, tune_callback
 from sweep.tuning.groups import GroupedScheduler, GroupedSearcher, SettingSource
@@ -248,6 +250,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     key = key_file()  # the checkpoints' key (made on first use): one that will not do fails
     load_key(key, create=True)  # here, before Ray starts
     writer = ResultsWriter(Path(results_root), spec.name, plan.param_types)
+    try:  # [tracking]: a tracker not installed fails here; nothing is written before a row
+        trackers = open_trackers(spec.tracking, spec.name, plan.results_dir, tqdm.write)
+    except ConfigError:
+        writer.remove_if_empty()
+        raise
     started_here = start_ray(address, tuple(p.path for p in spec.plugins))
     gpus = spec.actor_gpus
     try:  # a GPU request the cluster can never meet fails here, before any wait
@@ -283,7 +290,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     bar = tqdm(total=plan.trials, desc="trials", unit="trial", disable=not progress)
     counters = {"queries": 0, "best_val": float("-inf"), "failed": 0, "rows": 0,
                 "first_error": None}
-    callback = ResultsCallback(writer, spec, plan.groups, bar, counters)
+    callback = ResultsCallback(writer, spec, plan.groups, bar, counters, trackers)
     costs = _trial_costs(spec, plan.groups)
     # A trial's requests run one after another, each waiting its turn at the actors: under a
     # shared pool its length grows with its chain of requests more than with their size. The
@@ -331,6 +338,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         bar.close()
         pool.shutdown()
         ray.kill(store)
+        if trackers is not None:  # the runs handed over are logged before the launch ends
+            trackers.close()
     print(f"done: {plan.trials} trials, {counters['failed']} failed, {counters['queries']:,} queries; "
           f"results in {plan.results_dir}")
     if counters["rows"] and counters["failed"] == counters["rows"]:
