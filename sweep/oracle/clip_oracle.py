@@ -340,8 +340,8 @@ class ClipOracle(Metered):
         """Score candidates on the training set (or on the mini-batch ``subset``). Counted.
 
         Args:
-            text: (n, *text_shape) context vectors (required when layout.n_text > 0).
-            visual: (n, *visual_shape) visual prompts (required when layout.n_visual > 0).
+            text: ``(n, *text_shape)`` context vectors (required when layout.n_text > 0).
+            visual: ``(n, *visual_shape)`` visual prompts (required when layout.n_visual > 0).
             features: also return text and image features (for adapter methods).
             subset: indices of training images forming a mini-batch (default: all).
             views: score these augmented views of the images instead (``check_views``: a
@@ -394,7 +394,7 @@ class ClipOracle(Metered):
         """Glass box: per-candidate training losses and their true gradients. Counted like ``evaluate``.
 
         Returns:
-            losses (n,), d loss_i / d text_i (n, *text_shape) or None, same for visual.
+            losses (n,), d loss_i / d text_i ``(n, *text_shape)`` or None, same for visual.
         """
         if not self.glass_box:
             raise ModelError("gradient() needs a glass-box oracle (glass_box=True, local model)")

@@ -208,7 +208,7 @@ class PromptedCLIP:
         """Class embeddings for each candidate context: (n, C, D), normalised.
 
         Args:
-            ctx: (n, *text_shape) context vectors.
+            ctx: ``(n, *text_shape)`` context vectors.
         """
         if self.shares_prefix:
             return prefix_text_features(
@@ -288,7 +288,7 @@ class PromptedCLIP:
 
         Args:
             patches: (m, 1 + P, W_vis) from ``patch_embeddings``.
-            vis: (n, *visual_shape) visual prompts.
+            vis: ``(n, *visual_shape)`` visual prompts.
         """
         n_cand, m = vis.shape[0], patches.shape[0]
         tokens = patches.shape[1] + self.layout.n_visual
