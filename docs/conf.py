@@ -39,7 +39,8 @@ myst_heading_anchors = 3
 # The README's and the cluster files' links point at files of the repository, not pages.
 myst_url_schemes = ["http", "https", "mailto"]
 
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# No values of data: tables such as methods.METHODS would fill screens; their docs say what.
+autodoc_default_options = {"members": True, "show-inheritance": True, "no-value": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True
@@ -47,3 +48,5 @@ napoleon_numpy_docstring = False
 
 html_theme = "alabaster"
 html_title = "promptsweep"
+# Wider than alabaster's 940 px: the README's tables and the cluster files' commands.
+html_theme_options = {"page_width": "1200px", "sidebar_width": "230px"}

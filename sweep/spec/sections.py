@@ -124,7 +124,7 @@ class BudgetSection:
     checkpoints: int = 8
     #: ``limit = "published"``: each method's published budget on each data set and shot
     #: count (``sweep.spec.published``), in its own unit; ``limit`` is 0 until
-    #: ``SweepSpec.budget_for`` resolves it for a group.
+    #: ``SweepSpec.budget_for`` resolves it for a group. Not a TOML key: ``limit`` says it.
     published: bool = False
     #: the share of the published budget to run, in (0, 1].
     fraction: float = 1.0
@@ -132,6 +132,7 @@ class BudgetSection:
     #: () for one budget. Methods planned from their budget run once per level.
     limits: tuple[float, ...] = ()
     #: the levels in queries, the last the limit (resolved with the limit); () for none.
+    #: Not a TOML key: resolved from ``limits``.
     levels: tuple[int, ...] = ()
 
     @property
@@ -262,7 +263,8 @@ class TargetsSection:
     source: str
     #: the shot count the numbers are for.
     shots: int = 16
-    #: (method, data set) -> the published test accuracy, in percent.
+    #: (method, data set) -> the published test accuracy, in percent; in TOML one table per
+    #: method, ``[targets.<method>]`` with ``<data set> = <accuracy>``.
     accuracy: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
