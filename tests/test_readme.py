@@ -8,6 +8,7 @@ import ast
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import methods
@@ -82,6 +83,10 @@ def test_the_quick_start_runs_at_a_smoke_tests_size(ray_session, tmp_path, capsy
 
     assert "python -m sweep.report results/default" in README
     assert main(["--smoke-test", "--quiet", "--results", str(tmp_path)]) == 0
+    trials = pd.read_parquet(tmp_path / "default-smoke" / "trials")
+    assert set(trials["seed"]) == {1} and trials["sample_id"].str.endswith("-000").all()
+    assert (trials["status"] == "completed").all() and (trials["budget"] == 120).all()
+    assert (trials["queries_candidate_evals"] <= 120).all()
     assert report([str(tmp_path / "default-smoke")]) == 0
     one_liner = re.search(r"-c \"(import pandas as pd; .*?)\"", README).group(1)
     done = subprocess.run([sys.executable, "-c", one_liner.replace("results/default",
